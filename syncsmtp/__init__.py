@@ -1,0 +1,67 @@
+"""syncsmtp: send mail from plain, blocking Python.
+
+``syncsmtp.send(message, policy, timeout)`` blocks until the server has
+answered and returns a :class:`SendResult`, or raises one typed
+:class:`SMTPError` subclass that says what went wrong and what to do. The work
+runs on Twisted's ESMTP client in a background reactor thread (started on the
+first send, not on import).
+"""
+
+from __future__ import annotations
+
+from .client import DEFAULT_TIMEOUT, send
+from .errors import (
+    AuthDeclinedError,
+    AuthError,
+    AuthMalformedChallengeError,
+    AuthRequiredError,
+    AuthServerError,
+    CertificateError,
+    ConnectError,
+    ConnectionLostError,
+    EHLORequiredError,
+    MessageError,
+    MessageRefused,
+    ProtocolError,
+    RecipientsRefused,
+    RefusedError,
+    SenderRefused,
+    SendTimeout,
+    SMTPError,
+    TLSError,
+    TLSFailedError,
+    TLSRequiredError,
+)
+from .policy import Policy
+from .result import Reply, SendResult, TLSInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AuthDeclinedError",
+    "AuthError",
+    "AuthMalformedChallengeError",
+    "AuthRequiredError",
+    "AuthServerError",
+    "CertificateError",
+    "ConnectError",
+    "ConnectionLostError",
+    "EHLORequiredError",
+    "MessageError",
+    "MessageRefused",
+    "Policy",
+    "ProtocolError",
+    "RecipientsRefused",
+    "RefusedError",
+    "Reply",
+    "SMTPError",
+    "SendResult",
+    "SendTimeout",
+    "SenderRefused",
+    "TLSError",
+    "TLSFailedError",
+    "TLSInfo",
+    "TLSRequiredError",
+    "send",
+]

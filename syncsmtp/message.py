@@ -1,0 +1,210 @@
+"""Turning what the caller passes into an envelope and bytes (no Twisted here).
+
+Checks happen here, before any connection: an address or header value with a
+CR or LF in it (header injection), a message with no recipients, a type that is
+not a message, all raise :class:`~syncsmtp.MessageError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import email.generator
+import email.message
+import email.utils
+import io
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import MessageError
+
+__all__ = ["Envelope", "MessageInput", "prepare_message"]
+
+MessageInput = email.message.Message | bytes | str
+
+# A CR or LF that does not start a folded continuation line.
+_BAD_LINE_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|\n(?![ \t])")
+_ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
+# A bare addr-spec with nothing to parse away (no display name, comment or quotes).
+_BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What goes on the wire: envelope sender, recipients and the message bytes.
+
+    ``international`` is True when an address is not ASCII, so the server must
+    offer SMTPUTF8; ``eight_bit`` is True when the data has bytes above 127.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+    message_id: str | None
+    international: bool
+    eight_bit: bool
+
+
+def prepare_message(
+    message: MessageInput,
+    *,
+    sender: str | None = None,
+    recipients: Iterable[str] | str | None = None,
+) -> Envelope:
+    """Validate ``message`` and work out its envelope.
+
+    For an :class:`email.message.Message`, the envelope defaults come from its
+    headers as :meth:`smtplib.SMTP.send_message` takes them (Sender or From;
+    To, Cc and Bcc, or the Resent-* set when present); Bcc and Resent-Bcc are
+    left out of the data; a missing Date or Message-ID header is added. For
+    ``bytes`` or ``str``, ``sender`` and ``recipients`` are required and the
+    data is sent as given (``str`` is encoded as UTF-8).
+    """
+    explicit_recipients = _recipient_list(recipients)
+    if isinstance(message, email.message.Message):
+        return _prepare_email(message, sender, explicit_recipients)
+    if isinstance(message, str):
+        message = message.encode("utf-8")
+    if isinstance(message, bytes | bytearray | memoryview):
+        if sender is None or explicit_recipients is None:
+            raise MessageError(
+                "a message given as bytes or str needs sender= and recipients=; "
+                "or pass an email.message.EmailMessage, whose headers give the envelope"
+            )
+        return _envelope(sender, explicit_recipients, bytes(message), message_id=None)
+    raise MessageError(
+        f"message must be an email.message.EmailMessage, bytes or str, not {type(message).__name__}"
+    )
+
+
+def _recipient_list(recipients: Iterable[str] | str | None) -> list[str] | None:
+    if recipients is None:
+        return None
+    if isinstance(recipients, str):
+        return [recipients]
+    return list(recipients)
+
+
+def _prepare_email(
+    message: email.message.Message, sender: str | None, recipients: list[str] | None
+) -> Envelope:
+    _check_headers(message)
+    resent = message.get_all("Resent-Date")
+    if resent is not None and len(resent) > 1:
+        raise MessageError("message has more than one Resent- header block; pass sender= and recipients=")
+    prefix = "Resent-" if resent else ""
+    if sender is None:
+        sender_header = message[prefix + "Sender"] or message[prefix + "From"]
+        if sender_header is None:
+            raise MessageError("message has no From header; set one or pass sender=")
+        addresses = _header_addresses([sender_header])
+        if len(addresses) != 1 or not addresses[0]:
+            raise MessageError(
+                f"cannot take one sender address from {prefix}From {str(sender_header)!r}; "
+                "add a Sender header or pass sender="
+            )
+        sender = addresses[0]
+    if recipients is None:
+        recipients = [
+            address
+            for address in _header_addresses(
+                [value for name in ("To", "Cc", "Bcc") for value in message.get_all(prefix + name) or []]
+            )
+            if address
+        ]
+
+    stripped = copy.copy(message)
+    # Message.__delitem__ builds a new header list, so the caller's is untouched.
+    del stripped["Bcc"]
+    del stripped["Resent-Bcc"]
+    international = not (sender.isascii() and all(r.isascii() for r in recipients))
+    data = _flatten(stripped, international)
+    extra = b""
+    if stripped["Date"] is None:
+        extra += b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n"
+    message_id = stripped["Message-ID"]
+    if message_id is None:
+        domain = sender.rpartition("@")[2].strip("<> ") or "localhost"
+        message_id = email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+        extra += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
+    return _envelope(sender, recipients, extra + data, message_id=str(message_id).strip())
+
+
+def _header_addresses(values: list[Any]) -> list[str]:
+    """The addr-specs in address headers; the modern email policy has parsed them already."""
+    found: list[str] = []
+    unparsed: list[str] = []
+    for value in values:
+        parsed = getattr(value, "addresses", None)
+        if parsed is None:
+            unparsed.append(str(value))
+        else:
+            found.extend(address.addr_spec for address in parsed if address.username or address.domain)
+    found.extend(address for _, address in email.utils.getaddresses(unparsed))
+    return found
+
+
+def _flatten(message: email.message.Message, international: bool) -> bytes:
+    policy: Any = message.policy.clone(linesep="\r\n")
+    if international:
+        policy = policy.clone(utf8=True)
+    buffer = io.BytesIO()
+    try:
+        email.generator.BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(message)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise MessageError(f"message cannot be serialised: {exc}") from exc
+    return buffer.getvalue()
+
+
+def _check_headers(message: email.message.Message) -> None:
+    for part in message.walk():
+        for name, value in part.items():
+            if not isinstance(name, str) or not name or _ADDRESS_FORBIDDEN.search(name) or ":" in name:
+                raise MessageError(f"header name {name!r} is not valid")
+            if _BAD_LINE_BREAK.search(str(value)):
+                raise MessageError(
+                    f"header {name} contains a CR or LF that does not start a folded line "
+                    "(header injection); remove line breaks from header values"
+                )
+
+
+def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
+    if not isinstance(address, str):
+        raise MessageError(f"{role} address must be a string, not {type(address).__name__}")
+    if "\r" in address or "\n" in address or "\0" in address:
+        raise MessageError(f"{role} address {address!r} contains a CR, LF or NUL (injection)")
+    bare = address.strip()
+    if bare and not _BARE_ADDRESS.fullmatch(bare):
+        # "Name <addr>" is fine; anything else that needs parsing is ambiguous.
+        _, parsed = email.utils.parseaddr(bare)
+        if not parsed or f"<{parsed}>" not in bare.replace(" ", ""):
+            raise MessageError(f"{role} address {address!r} is not a valid address")
+        bare = parsed
+    if not bare:
+        if allow_empty:
+            return ""
+        raise MessageError(f"{role} address is empty")
+    if _ADDRESS_FORBIDDEN.search(bare):
+        raise MessageError(f"{role} address {address!r} is not a valid address")
+    return bare
+
+
+def _envelope(
+    sender: str, recipients: list[str], data: bytes, message_id: str | None
+) -> Envelope:
+    envelope_sender = _address(sender, "sender", allow_empty=True)
+    envelope_recipients = tuple(_address(r, "recipient") for r in recipients)
+    if not envelope_recipients:
+        raise MessageError("message has no recipients: set To, Cc or Bcc, or pass recipients=")
+    international = not (
+        envelope_sender.isascii() and all(r.isascii() for r in envelope_recipients)
+    )
+    return Envelope(
+        sender=envelope_sender,
+        recipients=envelope_recipients,
+        data=data,
+        message_id=message_id,
+        international=international,
+        eight_bit=not data.isascii(),
+    )

@@ -1,0 +1,240 @@
+"""How to reach and talk to a server: a frozen, validated value (no Twisted here)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["SUPPORTED_AUTH_MECHANISMS", "Policy", "TLSMode"]
+
+TLSMode = Literal["starttls", "opportunistic", "implicit", "none"]
+_TLS_MODES: tuple[str, ...] = ("starttls", "opportunistic", "implicit", "none")
+_DEFAULT_PORTS = {"starttls": 587, "opportunistic": 587, "implicit": 465, "none": 25}
+
+#: The mechanisms syncsmtp can authenticate with, most secure first: its default order.
+SUPPORTED_AUTH_MECHANISMS: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
+
+# URL scheme -> tls mode. "smtp://" is secure by default, like Policy itself.
+_URL_SCHEMES = {
+    "smtp": "starttls",
+    "smtp+starttls": "starttls",
+    "smtp+tls": "starttls",
+    "smtps": "implicit",
+    "smtp+ssl": "implicit",
+    "smtp+implicit": "implicit",
+    "smtp+opportunistic": "opportunistic",
+    "smtp+plain": "none",
+    "smtp+none": "none",
+}
+_URL_OPTIONS = (
+    "verify",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "auth_mechanisms",
+    "require_auth",
+    "allow_plaintext_auth",
+    "helo_fallback",
+    "local_hostname",
+    "tls",
+)
+_HOSTNAME = re.compile(r"^[^\s\x00-\x1f\x7f/]+$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Where and how to deliver: server, TLS, credentials and ESMTP behaviour.
+
+    ``tls`` is ``"starttls"`` (the default: upgrade with STARTTLS or fail),
+    ``"implicit"`` (TLS from the first byte, port 465), ``"opportunistic"``
+    (STARTTLS when offered, plaintext otherwise) or ``"none"``. ``port``
+    defaults to 587, 465 or 25 to match. Certificates and host names are
+    verified unless ``verify=False``; ``ca_file`` (PEM) replaces the system's
+    trust store, ``client_cert`` / ``client_key`` (PEM) present a client
+    certificate.
+
+    Credentials are sent only over TLS unless ``allow_plaintext_auth=True``.
+    ``require_auth`` defaults to True when a ``username`` is given: a server
+    that offers no usable mechanism is then an error rather than an
+    unauthenticated send. ``auth_mechanisms`` is the order to prefer
+    (default: CRAM-MD5, PLAIN, LOGIN). ``helo_fallback`` allows HELO when EHLO
+    is refused, and is ignored whenever TLS or authentication is required.
+
+    The password never appears in ``repr()`` or ``str()``.
+    """
+
+    host: str
+    port: int | None = None
+    tls: TLSMode = "starttls"
+    verify: bool = True
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    auth_mechanisms: tuple[str, ...] | None = None
+    require_auth: bool | None = None
+    allow_plaintext_auth: bool = False
+    helo_fallback: bool = False
+    local_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        host = self.host.strip("[]") if isinstance(self.host, str) else self.host
+        if not isinstance(host, str) or not host or not _HOSTNAME.match(host):
+            raise ValueError(f"Policy host must be a host name or IP address, not {self.host!r}")
+        object.__setattr__(self, "host", host)
+        if self.tls not in _TLS_MODES:
+            raise ValueError(f"Policy tls must be one of {', '.join(_TLS_MODES)}, not {self.tls!r}")
+        if self.port is None:
+            object.__setattr__(self, "port", _DEFAULT_PORTS[self.tls])
+        elif isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ValueError(f"Policy port must be an integer, not {self.port!r}")
+        elif not 0 < self.port < 65536:
+            raise ValueError(f"Policy port must be between 1 and 65535, not {self.port}")
+        self._check_credentials()
+        self._check_auth_mechanisms()
+        self._check_files()
+        if self.local_hostname is not None and not _HOSTNAME.match(self.local_hostname):
+            raise ValueError(
+                f"Policy local_hostname must be one word with no control characters, "
+                f"not {self.local_hostname!r}"
+            )
+
+    def _check_credentials(self) -> None:
+        for name in ("username", "password"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "\r" in value
+                                      or "\n" in value or "\0" in value):
+                raise ValueError(f"Policy {name} must be a string with no CR, LF or NUL")
+        if self.password is not None and not self.username:
+            raise ValueError("Policy has a password but no username")
+        if self.require_auth and not self.username:
+            raise ValueError("Policy require_auth=True needs a username and password")
+        if self.username and self.tls == "none" and not self.allow_plaintext_auth:
+            raise ValueError(
+                "Policy tls='none' with a username would send the password in plaintext; "
+                "use tls='starttls' or 'implicit', or set allow_plaintext_auth=True "
+                "for a trusted local relay"
+            )
+
+    def _check_auth_mechanisms(self) -> None:
+        if self.auth_mechanisms is None:
+            return
+        if isinstance(self.auth_mechanisms, str):  # type: ignore[unreachable]
+            raise ValueError("Policy auth_mechanisms must be a sequence of names, not a string")
+        names = tuple(str(name).upper() for name in self.auth_mechanisms)
+        unknown = [name for name in names if name not in SUPPORTED_AUTH_MECHANISMS]
+        if unknown or not names:
+            raise ValueError(
+                f"Policy auth_mechanisms must name some of "
+                f"{', '.join(SUPPORTED_AUTH_MECHANISMS)}; got {list(self.auth_mechanisms)!r}"
+            )
+        object.__setattr__(self, "auth_mechanisms", names)
+
+    def _check_files(self) -> None:
+        for name in ("ca_file", "client_cert", "client_key"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"Policy {name} {path!r} is not a readable file")
+        if self.client_key and not self.client_cert:
+            raise ValueError("Policy client_key needs a client_cert")
+
+    # -- derived values ---------------------------------------------------------
+
+    @property
+    def effective_port(self) -> int:
+        """The port that will be used (``port`` is filled in at construction)."""
+        return cast(int, self.port)
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether a send fails when it cannot authenticate."""
+        if self.require_auth is None:
+            return bool(self.username)
+        return self.require_auth
+
+    @property
+    def mechanisms(self) -> tuple[str, ...]:
+        """The AUTH mechanisms to try, in order of preference."""
+        return self.auth_mechanisms or SUPPORTED_AUTH_MECHANISMS
+
+    @property
+    def address(self) -> str:
+        """``host:port``, with brackets around an IPv6 address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def with_options(self, **changes: Any) -> Policy:
+        """A copy with some fields changed, validated again."""
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.name == "password" and value is not None:
+                shown.append("password='<redacted>'")
+            elif value != item.default or item.name in ("host", "port", "tls"):
+                shown.append(f"{item.name}={value!r}")
+        return f"Policy({', '.join(shown)})"
+
+    __str__ = __repr__
+
+    # -- URLs ---------------------------------------------------------------------
+
+    @classmethod
+    def from_url(cls, url: str) -> Policy:
+        """Build a policy from a URL such as
+        ``smtp+starttls://user:pass@smtp.example.com:587``.
+
+        Schemes: ``smtp`` and ``smtp+starttls`` (STARTTLS required; ``smtp+tls``
+        is an alias), ``smtps`` and ``smtp+ssl`` (implicit TLS),
+        ``smtp+opportunistic``, and ``smtp+plain`` (no TLS). User name and
+        password are percent-decoded. Query parameters set the other fields:
+        ``verify``, ``ca_file``, ``client_cert``, ``client_key``,
+        ``auth_mechanisms`` (comma-separated), ``require_auth``,
+        ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``.
+        """
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"not a valid SMTP URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in _URL_SCHEMES:
+            raise ValueError(
+                f"SMTP URL scheme must be one of {', '.join(sorted(_URL_SCHEMES))}, "
+                f"not {parts.scheme!r}"
+            )
+        if not parts.hostname:
+            raise ValueError("SMTP URL has no host")
+        options: dict[str, Any] = {"tls": _URL_SCHEMES[scheme]}
+        for key, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+            if key not in _URL_OPTIONS:
+                raise ValueError(f"unknown SMTP URL option {key!r}; known: {', '.join(_URL_OPTIONS)}")
+            options[key] = _parse_option(key, values[-1])
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password is not None else None,
+            **options,
+        )
+
+
+def _parse_option(key: str, value: str) -> Any:
+    if key in ("verify", "require_auth", "allow_plaintext_auth", "helo_fallback"):
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"SMTP URL option {key} must be true or false, not {value!r}")
+    if key == "auth_mechanisms":
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    return value

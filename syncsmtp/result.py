@@ -1,0 +1,126 @@
+"""What a send returns: the server's replies as plain data (no Twisted here)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["Reply", "SendResult", "TLSInfo"]
+
+_ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: the three-digit ``code``, the RFC 3463 ``enhanced``
+    status code when the server sent one (``"5.7.8"``), and the ``text``.
+
+    A multi-line reply keeps its lines joined with ``"\\n"``; the enhanced
+    code is taken off the front of each line of ``text``.
+    """
+
+    code: int
+    enhanced: str | None
+    text: str
+
+    @classmethod
+    def parse(cls, code: int, text: str | bytes) -> Reply:
+        """Build a reply from a code and the text after it, splitting off an
+        enhanced status code that agrees with the reply's class."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        lines = text.split("\n")
+        enhanced: str | None = None
+        match = _ENHANCED_STATUS.match(lines[0])
+        if match and match.group(1) == str(code)[:1]:
+            enhanced = ".".join(match.groups())
+            lines = [_ENHANCED_STATUS.sub("", line, count=1) for line in lines]
+        return cls(code, enhanced, "\n".join(lines))
+
+    @property
+    def transient(self) -> bool:
+        """True for a 4xx reply: the same request may succeed later."""
+        return 400 <= self.code < 500
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx or 3xx reply."""
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        parts = [str(self.code)]
+        if self.enhanced:
+            parts.append(self.enhanced)
+        if self.text:
+            parts.append(self.text.replace("\n", " / "))
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class TLSInfo:
+    """The protocol version and cipher suite a connection negotiated."""
+
+    version: str
+    cipher: str
+
+    def __str__(self) -> str:
+        return f"{self.version} {self.cipher}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of one message handed to a server.
+
+    ``accepted`` lists the recipients the server took, ``refused`` maps each
+    refused recipient to the server's :class:`Reply` (empty when all were
+    taken), and ``reply`` is the server's answer to the message data, which
+    often carries its queue id. ``transcript`` is the SMTP conversation with
+    credentials redacted and message data summarised.
+    """
+
+    accepted: tuple[str, ...]
+    refused: Mapping[str, Reply]
+    reply: Reply
+    message_id: str | None
+    elapsed: float
+    tls: TLSInfo | None
+    auth_mechanism: str | None
+    host: str = ""
+    port: int = 0
+    transcript: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Read-only, so a result shared between threads cannot be altered.
+        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+
+    def _rows(self) -> list[tuple[str, str]]:
+        rows = [
+            ("server", f"{self.host}:{self.port}"),
+            ("accepted", ", ".join(self.accepted) or "none"),
+        ]
+        for address, reply in self.refused.items():
+            rows.append(("refused", f"{address}: {reply}"))
+        rows += [
+            ("reply", str(self.reply)),
+            ("message id", self.message_id or "none"),
+            ("TLS", str(self.tls) if self.tls else "none (plaintext)"),
+            ("auth", self.auth_mechanism or "none"),
+            ("elapsed", f"{self.elapsed * 1000:.1f} ms"),
+        ]
+        return rows
+
+    def __str__(self) -> str:
+        width = max(len(name) for name, _ in self._rows())
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in self._rows())
+
+    def _repr_html_(self) -> str:
+        """A compact table for Jupyter."""
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            for name, value in self._rows()
+        )
+        return f"<table class='syncsmtp-result'>{cells}</table>"
