@@ -1,0 +1,174 @@
+"""The reactor thread: the only module that talks to crochet.
+
+``crochet.setup()`` runs lazily, on the first call that needs the reactor, so
+importing syncsmtp starts no thread. An application that runs Twisted's
+reactor itself calls ``crochet.no_setup()`` before its first send, and
+syncsmtp then uses that reactor.
+
+After ``os.fork()`` the child has the parent's reactor object but not its
+thread, and that object shares its epoll instance and wake-up pipe with the
+parent's. The child must never run it: on its first call it installs a fresh
+reactor and starts it in a new crochet event loop, and never touches the
+inherited one (nor the sockets it holds).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["ReactorUnavailable", "WaitTimedOut", "in_reactor_thread", "run"]
+
+T = TypeVar("T")
+
+
+class WaitTimedOut(Exception):
+    """The reactor gave no answer within the caller's deadline (the work was cancelled)."""
+
+
+class ReactorUnavailable(Exception):
+    """The reactor has stopped (the interpreter is shutting down)."""
+
+
+@dataclass(frozen=True)
+class _Loop:
+    pid: int
+    reactor: Any
+    call: Callable[..., Any]  # crochet-wrapped trampoline returning an EventualResult
+
+
+_lock = threading.Lock()
+_loop: _Loop | None = None
+# Set in a forked child when the parent had a Twisted reactor installed.
+_inherited_reactor = False
+
+
+def _after_fork_in_child() -> None:
+    global _inherited_reactor, _lock
+    _inherited_reactor = _loop is not None or "twisted.internet.reactor" in sys.modules
+    # The parent's lock may have been held by another thread at fork time.
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _trampoline(function: Callable[..., T], *args: Any) -> T:
+    return function(*args)
+
+
+def _start_global_loop() -> _Loop:
+    import crochet
+
+    crochet.setup()
+    from twisted.internet import reactor
+
+    return _Loop(os.getpid(), reactor, crochet.run_in_reactor(_trampoline))
+
+
+class _ExitWatch(threading.Thread):
+    """Runs crochet's shutdown functions when the main thread ends, in a child
+    whose crochet watchdog (a parent's thread) does not exist."""
+
+    def __init__(self) -> None:
+        super().__init__(name="syncsmtp-exit-watch", daemon=True)
+        self._functions: list[Callable[[], object]] = []
+
+    def register(self, function: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        self._functions.append(functools.partial(function, *args, **kwargs))
+
+    def run(self) -> None:
+        threading.main_thread().join()
+        for function in reversed(self._functions):
+            try:
+                function()
+            except Exception:  # noqa: S112 (shutdown must go on whatever one step does)
+                continue
+
+
+def _start_fresh_loop() -> _Loop:
+    """Install a new reactor in place of an inherited one and run it in a new thread."""
+    import crochet
+    import twisted.internet
+    from twisted.internet import default
+    from twisted.internet.process import reapAllProcesses
+
+    sys.modules.pop("twisted.internet.reactor", None)
+    twisted.internet.__dict__.pop("reactor", None)
+    default.install()
+    from twisted.internet import reactor
+
+    exit_watch = _ExitWatch()
+    # crochet's EventLoop is what crochet.setup() itself runs; a fresh one
+    # drives the fresh reactor.
+    event_loop = crochet.EventLoop(  # type: ignore[attr-defined]
+        lambda: reactor, exit_watch.register, None, exit_watch, reapAllProcesses
+    )
+    event_loop.setup()
+    return _Loop(os.getpid(), reactor, event_loop.run_in_reactor(_trampoline))
+
+
+def _current_loop() -> _Loop:
+    global _loop, _inherited_reactor
+    loop = _loop
+    pid = os.getpid()
+    if loop is not None and loop.pid == pid:
+        return loop
+    with _lock:
+        if _loop is None or _loop.pid != pid:
+            if _inherited_reactor or _loop is not None:
+                _loop = _start_fresh_loop()
+            else:
+                _loop = _start_global_loop()
+            _inherited_reactor = False
+        return _loop
+
+
+def in_reactor_thread() -> bool:
+    """Whether the caller is the reactor thread (where blocking would deadlock)."""
+    loop = _loop
+    if loop is None or loop.pid != os.getpid():
+        return False
+    from twisted.python import threadable
+
+    return bool(threadable.isInIOThread())
+
+
+def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
+    """Call ``function(reactor, *args)`` in the reactor thread and block for its result.
+
+    ``function`` may return a value or a Deferred. Its exception is raised
+    here. When ``timeout`` seconds pass first, or the caller gets
+    KeyboardInterrupt, the Deferred is cancelled in the reactor thread and
+    :class:`WaitTimedOut` (or the KeyboardInterrupt) is raised.
+    """
+    import crochet
+
+    if in_reactor_thread():
+        raise RuntimeError(
+            "syncsmtp blocks until the server answers, so it cannot be called from "
+            "the Twisted reactor thread; call it from another thread"
+        )
+    loop = _current_loop()
+    eventual = loop.call(function, loop.reactor, *args)
+    try:
+        return eventual.wait(timeout)
+    except crochet.TimeoutError:
+        eventual.cancel()
+        raise WaitTimedOut() from None
+    except crochet.ReactorStopped:
+        raise ReactorUnavailable() from None
+    except KeyboardInterrupt:
+        eventual.cancel()
+        raise
+
+
+def call_soon(function: Callable[..., Any], *args: Any) -> None:
+    """Schedule ``function(reactor, *args)`` in the reactor thread; do not wait."""
+    loop = _current_loop()
+    loop.reactor.callFromThread(function, loop.reactor, *args)

@@ -1,0 +1,95 @@
+"""The blocking face: ``send()`` (plain Python in, a result or a typed error out).
+
+The reactor side is imported on the first send, not with ``import syncsmtp``,
+so applications that never send (or not yet) pay nothing for Twisted.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from . import _reactor
+from .errors import ConnectionLostError, SendTimeout, SMTPError
+from .message import MessageInput, prepare_message
+from .policy import Policy
+from .result import SendResult
+
+__all__ = ["DEFAULT_TIMEOUT", "send"]
+
+#: The deadline of a send when none is given, in seconds.
+DEFAULT_TIMEOUT = 60.0
+# The reactor enforces the deadline itself; the caller's own wait is a
+# backstop for a reactor that cannot run, so it allows a little more.
+_BACKSTOP_MARGIN = 2.0
+
+
+def _check_timeout(timeout: float) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def send(
+    message: MessageInput,
+    policy: Policy,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    sender: str | None = None,
+    recipients: Iterable[str] | str | None = None,
+) -> SendResult:
+    """Send one message and block until the server has answered it.
+
+    ``message`` is an :class:`email.message.EmailMessage` (its headers give the
+    envelope: From, To, Cc, Bcc; Bcc is not sent), or ``bytes``/``str`` with
+    ``sender=`` and ``recipients=``. Those keywords also override the envelope
+    of an EmailMessage.
+
+    ``timeout`` is one deadline for the whole send, from connecting to the
+    server's answer to the message; when it passes, the connection is dropped
+    and :class:`~syncsmtp.SendTimeout` is raised. Ctrl-C (KeyboardInterrupt)
+    cancels the send the same way.
+
+    Returns a :class:`~syncsmtp.SendResult` (some recipients may be in its
+    ``refused``); raises a :class:`~syncsmtp.SMTPError` subclass on failure,
+    :class:`~syncsmtp.MessageError` before connecting when the input is bad.
+    """
+    if not isinstance(policy, Policy):
+        raise TypeError(f"policy must be a syncsmtp.Policy, not {type(policy).__name__}")
+    deadline = _check_timeout(timeout)
+    envelope = prepare_message(message, sender=sender, recipients=recipients)
+
+    from ._engine import Progress, deliver
+
+    progress = Progress()
+    try:
+        result: SendResult = _reactor.run(
+            deliver, policy, envelope, deadline, progress, timeout=deadline + _BACKSTOP_MARGIN
+        )
+    except SMTPError:
+        raise
+    except _reactor.WaitTimedOut:
+        raise SendTimeout(
+            f"no answer from {policy.address} within {deadline:g} s (stage {progress.stage!r})",
+            host=policy.host,
+            stage=progress.stage,
+            maybe_delivered=progress.maybe_delivered,
+        ) from None
+    except _reactor.ReactorUnavailable:
+        raise ConnectionLostError(
+            "the reactor thread has stopped (the interpreter is exiting); nothing more can be sent",
+            host=policy.host,
+            stage=progress.stage,
+            maybe_delivered=progress.maybe_delivered,
+        ) from None
+    except Exception as exc:
+        # Never let a Twisted or crochet type reach the caller.
+        raise SMTPError(
+            f"unexpected failure while sending to {policy.address}: {exc!r}",
+            host=policy.host,
+            stage=progress.stage,
+            maybe_delivered=progress.maybe_delivered,
+        ) from exc
+    return result
