@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet import protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IHandshakeListener, IPullProducer
 from twisted.mail import smtp

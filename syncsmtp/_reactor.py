@@ -121,10 +121,9 @@ def _current_loop() -> _Loop:
         return loop
     with _lock:
         if _loop is None or _loop.pid != pid:
-            if _inherited_reactor or _loop is not None:
-                _loop = _start_fresh_loop()
-            else:
-                _loop = _start_global_loop()
+            # A loop of another pid, or a reactor inherited through fork, is unusable.
+            inherited = _inherited_reactor or _loop is not None
+            _loop = _start_fresh_loop() if inherited else _start_global_loop()
             _inherited_reactor = False
         return _loop
 
@@ -159,13 +158,29 @@ def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
     try:
         return eventual.wait(timeout)
     except crochet.TimeoutError:
-        eventual.cancel()
+        _cancel(eventual)
         raise WaitTimedOut() from None
     except crochet.ReactorStopped:
         raise ReactorUnavailable() from None
     except KeyboardInterrupt:
-        eventual.cancel()
+        _cancel(eventual)
         raise
+
+
+#: How long a cancelled call may take to settle in the reactor.
+_SETTLE_SECONDS = 1.0
+
+
+def _cancel(eventual: Any) -> None:
+    """Cancel the reactor-side work and collect its outcome, so that crochet
+    does not later log the cancellation as an unhandled error."""
+    import crochet
+
+    eventual.cancel()
+    try:
+        eventual.wait(_SETTLE_SECONDS)
+    except (Exception, crochet.TimeoutError):  # the outcome of cancelled work is not news
+        return
 
 
 def call_soon(function: Callable[..., Any], *args: Any) -> None:
