@@ -168,7 +168,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._progress = progress
         self._done = done
         self._started = reactor.seconds()
-        self._transcript: list[str] = []
+        # Raw lines, decoded only when a result or error is built.
+        self._transcript: list[bytes] = []
         self._redacting = False
         self._auth_name: str | None = None
         self._authenticated_with: str | None = None
@@ -193,9 +194,12 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     def stage(self) -> str:
         return self._progress.stage
 
-    def _note(self, line: str) -> None:
+    def _note(self, line: bytes) -> None:
         if len(self._transcript) < _TRANSCRIPT_LIMIT:
             self._transcript.append(line)
+
+    def _transcript_lines(self) -> tuple[str, ...]:
+        return tuple(line.decode("utf-8", "replace") for line in self._transcript)
 
     def sendLine(self, line: bytes) -> None:  # noqa: N802
         if self._redacting:
@@ -204,13 +208,13 @@ class SMTPClientProtocol(smtp.ESMTPClient):
                 shown = b" ".join(words[:2]) + (b" <redacted>" if len(words) > 2 else b"")
             else:
                 shown = b"<redacted>"
-            self._note("C: " + shown.decode("ascii", "replace"))
+            self._note(b"C: " + shown)
         else:
-            self._note("C: " + line.decode("utf-8", "replace"))
+            self._note(b"C: " + line)
         smtp.ESMTPClient.sendLine(self, line)
 
     def lineReceived(self, line: bytes) -> Any:  # noqa: N802
-        self._note("S: " + line.decode("utf-8", "replace"))
+        self._note(b"S: " + line)
         return smtp.ESMTPClient.lineReceived(self, line)
 
     def _reply(self, code: int, resp: bytes | str) -> Reply:
@@ -223,7 +227,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         if isinstance(outcome, SMTPError):
             outcome.host = outcome.host or self._policy.host
             outcome.stage = outcome.stage or self.stage
-            outcome.transcript = tuple(self._transcript)
+            outcome.transcript = self._transcript_lines()
             self._done.errback(Failure(outcome))
         else:
             self._done.callback(outcome)
@@ -662,7 +666,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         recipients = self._envelope.recipients
         lines = [mail, *(self._rcpt_line(r) for r in recipients), b"DATA"]
         for line in lines:
-            self._note("C: " + line.decode("utf-8", "replace"))
+            self._note(b"C: " + line)
         self._awaiting = len(recipients)  # RCPT replies still to come
         self._mail_reply = None
         self._expected = _ANY_CODE
@@ -711,7 +715,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def smtpState_data(self, code: int, resp: bytes) -> None:  # noqa: N802
         self._stage("message")
-        self._note(f"C: <{len(self._envelope.data)} bytes of message data>")
+        self._note(b"C: <%d bytes of message data>" % len(self._envelope.data))
         self._expected = _SUCCESS_CODES
         self._okresponse = self._final_reply
         self._failresponse = self._final_reply
@@ -726,9 +730,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def _data_written(self) -> None:
         self._producer = None
-        self._note("C: .")
+        self._note(b"C: .")
         if self._quit_pipelined:
-            self._note("C: QUIT")
+            self._note(b"C: QUIT")
         self._stage("end-of-data")
 
     def _final_reply(self, code: int, resp: bytes) -> None:
@@ -745,7 +749,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
                     auth_mechanism=self._authenticated_with,
                     host=self._policy.host,
                     port=self._policy.effective_port,
-                    transcript=tuple(self._transcript),
+                    transcript=self._transcript_lines(),
                 )
             )
             self._quit()

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["ReactorUnavailable", "WaitTimedOut", "in_reactor_thread", "run"]
+__all__ = ["ReactorUnavailable", "WaitTimedOut", "call_soon", "check_caller", "in_reactor_thread", "run"]
 
 T = TypeVar("T")
 
@@ -138,6 +138,15 @@ def in_reactor_thread() -> bool:
     return bool(threadable.isInIOThread())
 
 
+def check_caller() -> None:
+    """Refuse to block in the reactor thread: the answer could never arrive."""
+    if in_reactor_thread():
+        raise RuntimeError(
+            "syncsmtp blocks until the server answers, so it cannot be called from "
+            "the Twisted reactor thread; call it from another thread"
+        )
+
+
 def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """Call ``function(reactor, *args)`` in the reactor thread and block for its result.
 
@@ -148,11 +157,7 @@ def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
     """
     import crochet
 
-    if in_reactor_thread():
-        raise RuntimeError(
-            "syncsmtp blocks until the server answers, so it cannot be called from "
-            "the Twisted reactor thread; call it from another thread"
-        )
+    check_caller()
     loop = _current_loop()
     eventual = loop.call(function, loop.reactor, *args)
     try:

@@ -61,6 +61,7 @@ def send(
     deadline = _check_timeout(timeout)
     envelope = prepare_message(message, sender=sender, recipients=recipients)
 
+    _reactor.check_caller()
     from ._engine import Progress, deliver
 
     progress = Progress()

@@ -1,0 +1,118 @@
+"""A throwaway CA and server certificate for the test server (no Twisted here).
+
+EC keys, because RSA key generation would cost a test run seconds; made once
+per process and cached.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import ipaddress
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["TestCertificates", "certificates"]
+
+
+@dataclass(frozen=True)
+class TestCertificates:
+    """PEM bytes of the CA and of a server certificate it signed, and the CA's file."""
+
+    ca_pem: bytes
+    server_cert_pem: bytes
+    server_key_pem: bytes
+    ca_file: str
+
+
+_lock = threading.Lock()
+_cache: dict[str, TestCertificates] = {}
+_folder: Path | None = None
+
+
+def _new_folder() -> Path:
+    global _folder
+    if _folder is None:
+        _folder = Path(tempfile.mkdtemp(prefix="syncsmtp-test-ca-"))
+        atexit.register(shutil.rmtree, _folder, True)
+    return _folder
+
+
+def certificates(hostname: str = "localhost") -> TestCertificates:
+    """The certificates for ``hostname`` (also valid for localhost, 127.0.0.1 and ::1)."""
+    with _lock:
+        if hostname not in _cache:
+            _cache[hostname] = _generate(hostname)
+        return _cache[hostname]
+
+
+def _generate(hostname: str) -> TestCertificates:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    valid_from, valid_to = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncsmtp test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_to)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    names: list[x509.GeneralName] = [x509.DNSName(hostname)]
+    if hostname != "localhost":
+        names.append(x509.DNSName("localhost"))
+    names += [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.IPAddress(ipaddress.ip_address("::1"))]
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_to)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    ca_file = _new_folder() / f"ca-{hostname}.pem"
+    ca_file.write_bytes(ca_pem)
+    return TestCertificates(
+        ca_pem=ca_pem,
+        server_cert_pem=server_cert.public_bytes(serialization.Encoding.PEM),
+        server_key_pem=server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+        ca_file=str(ca_file),
+    )
