@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import email
-import functools
 import email.message
 import email.policy
+import functools
 import itertools
 import threading
 import time
