@@ -40,7 +40,7 @@ from zope.interface import implementer
 
 from . import _sasl
 from ._tls import client_tls_options
-from ._wire import iter_encoded
+from ._wire import CHUNK_SIZE, iter_encoded
 from .errors import (
     AuthDeclinedError,
     AuthMalformedChallengeError,
@@ -143,6 +143,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     debug = False  # Twisted's LineLog would keep credentials in memory.
     transport: Any
+    # ESMTPClient's own __setattr__ only warns about a long-deprecated name, and
+    # costs a Python call on every one of the ~100 attribute writes of a send.
+    __setattr__ = object.__setattr__
 
     def __init__(
         self,
@@ -215,6 +218,10 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def lineReceived(self, line: bytes) -> Any:  # noqa: N802
         self._note(b"S: " + line)
+        if line[3:4] == b"-" and line[:3].isdigit():
+            # A continuation line (most of an EHLO reply): just collect it.
+            self.resp.append(line[4:])
+            return None
         return smtp.ESMTPClient.lineReceived(self, line)
 
     def _reply(self, code: int, resp: bytes | str) -> Reply:
@@ -723,9 +730,13 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         # one write and one reactor turn fewer per message.
         self._quit_pipelined = b"PIPELINING" in self._capabilities
         trailer = b"QUIT\r\n" if self._quit_pipelined else b""
-        self._producer = _DataProducer(
-            self.transport, iter_encoded(self._envelope.data, trailer=trailer), self._data_written
-        )
+        chunks = iter_encoded(self._envelope.data, trailer=trailer)
+        if len(self._envelope.data) <= CHUNK_SIZE:
+            # One chunk: write it now rather than through a producer's extra loop turn.
+            self.transport.write(next(chunks))
+            self._data_written()
+            return
+        self._producer = _DataProducer(self.transport, chunks, self._data_written)
         self._producer.start()
 
     def _data_written(self) -> None:

@@ -1,0 +1,109 @@
+"""Fresh-connection sends of a 1 KiB message: syncsmtp.send() vs smtplib, side by side.
+
+Run by hand (not part of the test suite)::
+
+    python tests/benchmarks/bench_send.py [--count 500] [--rounds 5]
+
+Starts Postfix's ``smtp-sink`` on 127.0.0.1 (Debian package postfix), then
+alternates rounds of ``--count`` sends with each client, each send on a new
+connection: smtplib as ``with smtplib.SMTP(host, port) as s: s.send_message(msg)``
+and syncsmtp as ``syncsmtp.send(msg, policy, timeout=10)``. Prints messages per
+second for each round, the median over rounds, latency percentiles, and the
+ratio syncsmtp/smtplib of the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.message
+import platform
+import smtplib
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import twisted
+from postfix import SmtpSink
+
+import syncsmtp
+
+
+def one_kib_message() -> email.message.EmailMessage:
+    message = email.message.EmailMessage()
+    message["From"] = "bench@example.com"
+    message["To"] = "sink@example.com"
+    message["Subject"] = "benchmark"
+    message.set_content(("0123456789abcdef" * 4 + "\n") * 16)  # 1040 bytes of body
+    return message
+
+
+def run_round(send: Callable[[], object], count: int) -> tuple[float, list[float]]:
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(count):
+        before = time.perf_counter()
+        send()
+        latencies.append(time.perf_counter() - before)
+    return count / (time.perf_counter() - started), latencies
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=500, help="sends per round and client")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per client")
+    args = parser.parse_args()
+
+    message = one_kib_message()
+    print(f"command: python {' '.join(sys.argv)}")
+    versions = f"python {platform.python_version()}, twisted {twisted.__version__}"
+    print(f"{versions}, syncsmtp {syncsmtp.__version__}")
+    print(f"message: {len(message.as_bytes())} bytes, {args.count} sends x {args.rounds} rounds per client\n")
+
+    with SmtpSink() as sink:
+        policy = syncsmtp.Policy(host=sink.host, port=sink.port, tls="none")
+
+        def with_smtplib() -> None:
+            with smtplib.SMTP(sink.host, sink.port) as client:
+                client.send_message(message)
+
+        def with_syncsmtp() -> None:
+            syncsmtp.send(message, policy, timeout=10)
+
+        clients = {"smtplib": with_smtplib, "syncsmtp": with_syncsmtp}
+        for send in clients.values():  # warm up: imports, the reactor thread, caches
+            for _ in range(20):
+                send()
+        rates: dict[str, list[float]] = {name: [] for name in clients}
+        latencies: dict[str, list[float]] = {name: [] for name in clients}
+        for round_number in range(1, args.rounds + 1):
+            order = list(clients) if round_number % 2 else list(reversed(clients))
+            for name in order:
+                rate, times = run_round(clients[name], args.count)
+                rates[name].append(rate)
+                latencies[name].extend(times)
+                print(f"round {round_number}  {name:<9} {rate:8.1f} msg/s")
+
+    print()
+    for name in clients:
+        ms = [t * 1000 for t in latencies[name]]
+        print(
+            f"{name:<9} median {statistics.median(rates[name]):8.1f} msg/s   best "
+            f"{max(rates[name]):8.1f} msg/s   latency p50 {percentile(ms, 0.5):.2f} ms  "
+            f"p95 {percentile(ms, 0.95):.2f} ms"
+        )
+    ratio = statistics.median(rates["syncsmtp"]) / statistics.median(rates["smtplib"])
+    print(f"\nratio syncsmtp/smtplib (medians): {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
