@@ -49,16 +49,24 @@ _inherited_reactor = False
 
 
 def _after_fork_in_child() -> None:
-    global _inherited_reactor, _lock
+    global _inherited_reactor, _lock, _reactor_thread
     _inherited_reactor = _loop is not None or "twisted.internet.reactor" in sys.modules
     # The parent's lock may have been held by another thread at fork time.
     _lock = threading.Lock()
+    _reactor_thread = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The ident of the thread that runs the reactor, learnt from the first call
+# that runs there (cheaper to compare than asking Twisted on every send).
+_reactor_thread: int | None = None
+
+
 def _trampoline(function: Callable[..., T], *args: Any) -> T:
+    global _reactor_thread
+    _reactor_thread = threading.get_ident()
     return function(*args)
 
 
@@ -133,9 +141,7 @@ def in_reactor_thread() -> bool:
     loop = _loop
     if loop is None or loop.pid != os.getpid():
         return False
-    from twisted.python import threadable
-
-    return bool(threadable.isInIOThread())
+    return threading.get_ident() == _reactor_thread
 
 
 def check_caller() -> None:
