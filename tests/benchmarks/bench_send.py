@@ -51,6 +51,33 @@ def run_round(send: Callable[[], object], count: int) -> tuple[float, list[float
     return count / (time.perf_counter() - started), latencies
 
 
+def stock_twisted_seconds(sink: SmtpSink, message: email.message.EmailMessage, count: int) -> float:
+    """Seconds per message through Twisted's own sender factory, driven by crochet
+    (no TCP_NODELAY: each message waits for a delayed ACK)."""
+    import io
+
+    import crochet
+    from twisted.internet import defer, reactor
+    from twisted.mail.smtp import ESMTPSenderFactory
+
+    data = message.as_bytes()
+
+    @crochet.wait_for(10)
+    def send_once() -> defer.Deferred[object]:
+        done: defer.Deferred[object] = defer.Deferred()
+        factory = ESMTPSenderFactory(
+            None, None, "bench@example.com", ["sink@example.com"], io.BytesIO(data), done,
+            requireAuthentication=False, requireTransportSecurity=False,
+        )
+        reactor.connectTCP(sink.host, sink.port, factory)  # type: ignore[attr-defined]
+        return done
+
+    started = time.perf_counter()
+    for _ in range(count):
+        send_once()
+    return (time.perf_counter() - started) / count
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -60,6 +87,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=500, help="sends per round and client")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per client")
+    parser.add_argument(
+        "--stock-twisted", type=int, default=0, metavar="N",
+        help="also time N sends through Twisted's stock ESMTPSenderFactory via crochet",
+    )
     args = parser.parse_args()
 
     message = one_kib_message()
@@ -91,6 +122,11 @@ def main() -> int:
                 rates[name].append(rate)
                 latencies[name].extend(times)
                 print(f"round {round_number}  {name:<9} {rate:8.1f} msg/s")
+
+        if args.stock_twisted:
+            per_message = stock_twisted_seconds(sink, message, args.stock_twisted)
+            print(f"\nstock ESMTPSenderFactory: {per_message * 1000:.1f} ms per message "
+                  f"({args.stock_twisted} sends)")
 
     print()
     for name in clients:

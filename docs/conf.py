@@ -1,0 +1,16 @@
+"""Sphinx configuration for syncsmtp's documentation."""
+
+from __future__ import annotations
+
+project = "syncsmtp"
+author = "the syncsmtp authors"
+copyright = "2026, the syncsmtp authors"  # noqa: A001 (Sphinx's name)
+release = "0.1.0"
+
+extensions = ["sphinx.ext.autodoc"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+nitpicky = False
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
