@@ -51,6 +51,25 @@ def run_round(send: Callable[[], object], count: int) -> tuple[float, list[float
     return count / (time.perf_counter() - started), latencies
 
 
+def print_cpu_split(with_smtplib: Callable[[], None], with_syncsmtp: Callable[[], None], count: int) -> None:
+    """CPU time per message of each thread (time.thread_time), not wall time."""
+    from syncsmtp import _reactor
+
+    def reactor_cpu() -> float:
+        return float(_reactor.run(lambda reactor: time.thread_time(), timeout=10))
+
+    caller, reactor = time.thread_time(), reactor_cpu()
+    for _ in range(count):
+        with_syncsmtp()
+    caller, reactor = time.thread_time() - caller, reactor_cpu() - reactor
+    print(f"\nCPU per message over {count} sends: syncsmtp caller thread "
+          f"{caller / count * 1e6:.0f} us + reactor thread {reactor / count * 1e6:.0f} us")
+    caller = time.thread_time()
+    for _ in range(count):
+        with_smtplib()
+    print(f"CPU per message over {count} sends: smtplib {(time.thread_time() - caller) / count * 1e6:.0f} us")
+
+
 def stock_twisted_seconds(sink: SmtpSink, message: email.message.EmailMessage, count: int) -> float:
     """Seconds per message through Twisted's own sender factory, driven by crochet
     (no TCP_NODELAY: each message waits for a delayed ACK)."""
@@ -91,6 +110,10 @@ def main() -> int:
         "--stock-twisted", type=int, default=0, metavar="N",
         help="also time N sends through Twisted's stock ESMTPSenderFactory via crochet",
     )
+    parser.add_argument(
+        "--cpu", type=int, default=0, metavar="N",
+        help="also measure CPU time per message over N sends, per thread",
+    )
     args = parser.parse_args()
 
     message = one_kib_message()
@@ -122,6 +145,9 @@ def main() -> int:
                 rates[name].append(rate)
                 latencies[name].extend(times)
                 print(f"round {round_number}  {name:<9} {rate:8.1f} msg/s")
+
+        if args.cpu:
+            print_cpu_split(with_smtplib, with_syncsmtp, args.cpu)
 
         if args.stock_twisted:
             per_message = stock_twisted_seconds(sink, message, args.stock_twisted)
