@@ -559,3 +559,14 @@ def test_an_application_reactor_can_be_handed_over(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[0] == "250"
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_client_certificate(smtp_server_factory: ServerFactory, tls: str) -> None:
+    server = smtp_server_factory(tls=tls, require_client_certificate=True)
+    policy = server.policy(client_cert=server.client_cert_file, client_key=server.client_key_file)
+    syncsmtp.send(make_message(), policy, timeout=10)
+    assert server.wait_for(1)[0].client_certificate == "syncsmtp test client"
+    with pytest.raises(syncsmtp.TLSFailedError):
+        syncsmtp.send(make_message(), server.policy(), timeout=10)
+    assert len(server.outbox) == 1

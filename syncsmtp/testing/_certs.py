@@ -20,12 +20,15 @@ __all__ = ["TestCertificates", "certificates"]
 
 @dataclass(frozen=True)
 class TestCertificates:
-    """PEM bytes of the CA and of a server certificate it signed, and the CA's file."""
+    """PEM bytes of the CA and of a server certificate it signed, the CA's file,
+    and the files of a client certificate (CN ``syncsmtp test client``) it signed."""
 
     ca_pem: bytes
     server_cert_pem: bytes
     server_key_pem: bytes
     ca_file: str
+    client_cert_file: str
+    client_key_file: str
 
 
 _lock = threading.Lock()
@@ -103,9 +106,34 @@ def _generate(hostname: str) -> TestCertificates:
         .sign(ca_key, hashes.SHA256())
     )
 
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "syncsmtp test client")]))
+        .issuer_name(ca_name)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid_from)
+        .not_valid_after(valid_to)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    folder = _new_folder()
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    ca_file = _new_folder() / f"ca-{hostname}.pem"
+    ca_file = folder / f"ca-{hostname}.pem"
     ca_file.write_bytes(ca_pem)
+    client_cert_file = folder / f"client-{hostname}.pem"
+    client_cert_file.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    client_key_file = folder / f"client-{hostname}.key"
+    client_key_file.write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return TestCertificates(
         ca_pem=ca_pem,
         server_cert_pem=server_cert.public_bytes(serialization.Encoding.PEM),
@@ -115,4 +143,6 @@ def _generate(hostname: str) -> TestCertificates:
             serialization.NoEncryption(),
         ),
         ca_file=str(ca_file),
+        client_cert_file=str(client_cert_file),
+        client_key_file=str(client_key_file),
     )

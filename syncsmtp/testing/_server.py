@@ -59,6 +59,7 @@ class ReceivedMessage:
     helo: str
     tls: bool
     auth_user: str | None
+    client_certificate: str | None = None
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -329,6 +330,17 @@ class _Session(smtp.ESMTP):
             self._envelope = (sender, recipients)
             self._data_lines = []
 
+    def _client_certificate(self) -> str | None:
+        """The common name of the certificate the client presented, if any."""
+        get_peer_certificate = getattr(self.transport, "getPeerCertificate", None)
+        certificate = get_peer_certificate() if self.secure and get_peer_certificate else None
+        if certificate is None:
+            return None
+        from cryptography.x509.oid import NameOID
+
+        names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else None
+
     def _data_line(self, line: bytes) -> None:
         assert self._data_lines is not None
         if line != b".":
@@ -345,6 +357,7 @@ class _Session(smtp.ESMTP):
             helo=(self._helo[0] or b"").decode("utf-8", "replace") if self._helo else "",
             tls=self.secure,
             auth_user=self.auth_user,
+            client_certificate=self._client_certificate(),
         )
         fault = self.server._script.take("end-of-data")
         if fault is not None and fault.kind == "fail":
@@ -379,8 +392,10 @@ class SMTPTestServer:
     generated for the process: trust it through :attr:`ca_file`),
     ``"implicit"`` (TLS from the first byte) or ``"none"``. ``users`` maps
     user names to passwords; AUTH is offered when it is not empty, by default
-    only on an encrypted connection. Use it as a context manager, or call
-    :meth:`start` and :meth:`stop`.
+    only on an encrypted connection. With ``require_client_certificate``, the
+    TLS handshake needs a client certificate from the same CA
+    (:attr:`client_cert_file`, :attr:`client_key_file`). Use it as a context
+    manager, or call :meth:`start` and :meth:`stop`.
     """
 
     def __init__(
@@ -395,6 +410,7 @@ class SMTPTestServer:
         host: str = "127.0.0.1",
         port: int = 0,
         hostname: str = "localhost",
+        require_client_certificate: bool = False,
     ) -> None:
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError(f"tls must be 'starttls', 'implicit' or 'none', not {tls!r}")
@@ -411,6 +427,7 @@ class SMTPTestServer:
         self.host = host
         self.port = port
         self.hostname = hostname
+        self.require_client_certificate = require_client_certificate
         self._script = _Script()
         self._lock = threading.Condition()
         self._outbox: list[ReceivedMessage] = []
@@ -461,6 +478,16 @@ class SMTPTestServer:
         return self._certificates.ca_file if self._certificates else None
 
     @property
+    def client_cert_file(self) -> str | None:
+        """A client certificate (PEM) signed by the server's CA, for ``Policy(client_cert=)``."""
+        return self._certificates.client_cert_file if self._certificates else None
+
+    @property
+    def client_key_file(self) -> str | None:
+        """The key of :attr:`client_cert_file` (PEM), for ``Policy(client_key=)``."""
+        return self._certificates.client_key_file if self._certificates else None
+
+    @property
     def ca_pem(self) -> bytes | None:
         """The CA certificate as PEM bytes."""
         return self._certificates.ca_pem if self._certificates else None
@@ -479,7 +506,10 @@ class SMTPTestServer:
     def _server_tls_options(self) -> Any:
         assert self._certificates is not None
         pem = self._certificates.server_cert_pem + self._certificates.server_key_pem
-        return ssl.PrivateCertificate.loadPEM(pem).options()
+        authorities = [ssl.Certificate.loadPEM(self._certificates.ca_pem)] \
+            if self.require_client_certificate else []
+        # With authorities, the handshake requires a client certificate they signed.
+        return ssl.PrivateCertificate.loadPEM(pem).options(*authorities)
 
     # -- what the test inspects ------------------------------------------------------------------
 
