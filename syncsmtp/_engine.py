@@ -97,27 +97,33 @@ class Progress:
 @implementer(IPullProducer)
 class _DataProducer:
     """Writes the encoded message as the transport drains, so a large message
-    is never copied whole into the transport's buffer."""
+    is never copied whole into the transport's buffer.
+
+    It looks one chunk ahead, so that ``finished`` runs as soon as the last
+    chunk (with the terminator) is handed over: from then on the server may
+    have the whole message, and a failure must say so.
+    """
 
     def __init__(self, consumer: Any, chunks: Iterator[bytes], finished: Callable[[], None]):
         self._consumer = consumer
         self._chunks = chunks
         self._finished = finished
+        self._next: bytes | None = None
         self._stopped = False
 
     def start(self) -> None:
+        self._next = next(self._chunks)
         self._consumer.registerProducer(self, False)
 
     def resumeProducing(self) -> None:  # noqa: N802 (Twisted interface)
-        if self._stopped:
+        if self._stopped or self._next is None:
             return
-        chunk = next(self._chunks, None)
-        if chunk is None:
+        chunk, self._next = self._next, next(self._chunks, None)
+        self._consumer.write(chunk)
+        if self._next is None:
             self._stopped = True
             self._consumer.unregisterProducer()
             self._finished()
-            return
-        self._consumer.write(chunk)
 
     def stopProducing(self) -> None:  # noqa: N802
         self._stopped = True

@@ -570,3 +570,13 @@ def test_client_certificate(smtp_server_factory: ServerFactory, tls: str) -> Non
     with pytest.raises(syncsmtp.TLSFailedError):
         syncsmtp.send(make_message(), server.policy(), timeout=10)
     assert len(server.outbox) == 1
+
+
+def test_timeout_after_a_large_message_may_have_delivered(smtp_server: SMTPTestServer) -> None:
+    """Written through the producer (over one chunk): the stage must still reach end-of-data."""
+    smtp_server.stall("end-of-data")
+    big = make_message(body=("y" * 70 + "\n") * 20000)  # about 1.4 MiB
+    with pytest.raises(syncsmtp.SendTimeout) as caught:
+        syncsmtp.send(big, smtp_server.policy(), timeout=3)
+    assert caught.value.stage == "end-of-data" and caught.value.maybe_delivered
+    assert len(smtp_server.outbox) == 1
