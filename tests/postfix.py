@@ -34,6 +34,12 @@ def _which(name: str) -> str | None:
     return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/lib/postfix/sbin")
 
 
+def _master_cf_template() -> Path:
+    # The package's postinst writes /etc/postfix/master.cf from this template.
+    installed = Path("/etc/postfix/master.cf")
+    return installed if installed.exists() else Path("/usr/share/postfix/master.cf.dist")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -82,7 +88,7 @@ class PostfixInstance:
         shutil.chown(folder / "mail", "nobody", "nogroup")
         (conf / "users").write_text(f"{USERNAME}:{{PLAIN}}{PASSWORD}\n")
         (conf / "dovecot.conf").write_text(self._dovecot_conf())
-        master = Path("/etc/postfix/master.cf").read_text()
+        master = _master_cf_template().read_text()
         smtpd = f"{self.port}  inet  n  -  n  -  -  smtpd"
         master = re.sub(r"(?m)^smtp\s+inet\s.*$", smtpd, master, count=1)
         (conf / "master.cf").write_text(master)
