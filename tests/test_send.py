@@ -580,3 +580,44 @@ def test_timeout_after_a_large_message_may_have_delivered(smtp_server: SMTPTestS
         syncsmtp.send(big, smtp_server.policy(), timeout=3)
     assert caught.value.stage == "end-of-data" and caught.value.maybe_delivered
     assert len(smtp_server.outbox) == 1
+
+
+FORK_SCRIPT = '''
+import os, sys, time, multiprocessing
+import syncsmtp
+from syncsmtp.testing import SMTPTestServer
+
+def child_send(port, ca_file):
+    policy = syncsmtp.Policy(host="127.0.0.1", port=port, ca_file=ca_file, username="u", password="p")
+    result = syncsmtp.send(b"Subject: c\\r\\n\\r\\nx\\r\\n", policy, sender="a@example.com",
+                           recipients=["b@example.com"], timeout=10)
+    return result.reply.code
+
+if __name__ == "__main__":
+    with SMTPTestServer(users={"u": "p"}) as server:
+        child_send(server.port, server.ca_file)
+        pid = os.fork()
+        if pid == 0:
+            child_send(server.port, server.ca_file)
+            sys.exit(0)  # a normal interpreter shutdown in the child must not hang
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            codes = pool.starmap(child_send, [(server.port, server.ca_file)] * 4)
+        assert codes == [250] * 4, codes
+        server.wait_for(6)
+    print("ok")
+'''
+
+
+def test_fork_children_and_multiprocessing_pool(tmp_path: Any) -> None:
+    """gunicorn --preload and multiprocessing's fork: children send, exit cleanly,
+    and leave the parent's server and files alone."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_children.py"
+    script.write_text(FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

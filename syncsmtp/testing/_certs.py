@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import datetime
 import ipaddress
+import os
 import shutil
 import tempfile
 import threading
@@ -40,8 +41,14 @@ def _new_folder() -> Path:
     global _folder
     if _folder is None:
         _folder = Path(tempfile.mkdtemp(prefix="syncsmtp-test-ca-"))
-        atexit.register(shutil.rmtree, _folder, True)
+        atexit.register(_remove, _folder, os.getpid())
     return _folder
+
+
+def _remove(folder: Path, owner: int) -> None:
+    # A forked child runs its parent's atexit hooks too; the files are the parent's.
+    if os.getpid() == owner:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def certificates(hostname: str = "localhost") -> TestCertificates:

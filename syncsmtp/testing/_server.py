@@ -7,6 +7,7 @@ import email.message
 import email.policy
 import functools
 import itertools
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -434,6 +435,7 @@ class SMTPTestServer:
         self._commands: list[list[bytes]] = []
         self._sessions: set[_Session] = set()
         self._listening: Any = None
+        self._owner = os.getpid()
         self._certificates = certificates(hostname) if tls != "none" else None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -441,6 +443,7 @@ class SMTPTestServer:
     def start(self) -> SMTPTestServer:
         """Start listening (on a free port when ``port`` is 0)."""
         if self._listening is None:
+            self._owner = os.getpid()
             self._listening = _reactor.run(self._listen, timeout=30)
             self.port = int(self._listening.getHost().port)
         return self
@@ -452,8 +455,11 @@ class SMTPTestServer:
         return reactor.listenTCP(self.port, factory, interface=self.host)
 
     def stop(self) -> None:
-        """Stop listening and drop every open connection; safe to call twice."""
-        if self._listening is None:
+        """Stop listening and drop every open connection; safe to call twice.
+
+        In a forked child it does nothing: the server belongs to the parent.
+        """
+        if self._listening is None or os.getpid() != self._owner:
             return
         listening, self._listening = self._listening, None
         _reactor.run(self._shutdown, listening, timeout=30)
