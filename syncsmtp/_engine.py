@@ -292,6 +292,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._stage("greeting")
 
     def handshakeCompleted(self) -> None:  # noqa: N802
+        if self.stage == "starttls":
+            self._stage("ehlo")
         handle = self.transport.getHandle()
         try:
             self._tls_info = TLSInfo(
@@ -448,6 +450,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._tlsMode = True
         self._capabilities = {}
         self.esmtpState_ehlo(code, resp)
+        # EHLO waits in the TLS layer until the handshake is done; until then, a
+        # stall is the handshake's (handshakeCompleted moves the stage on).
+        self._stage("starttls")
 
     def esmtpTLSFailed(self, code: int = -1, resp: bytes | None = None) -> None:  # noqa: N802
         self._fail(TLSFailedError(f"the TLS handshake with {self._policy.address} failed"), fatal=True)
