@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["ReactorUnavailable", "WaitTimedOut", "call_soon", "check_caller", "in_reactor_thread", "run"]
+__all__ = ["ReactorUnavailable", "WaitTimedOut", "check_caller", "in_reactor_thread", "run"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,9 @@ _lock = threading.Lock()
 _loop: _Loop | None = None
 # Set in a forked child when the parent had a Twisted reactor installed.
 _inherited_reactor = False
+# The ident of the thread that runs the reactor, learnt from the first call
+# that runs there (cheaper to compare than asking Twisted on every send).
+_reactor_thread: int | None = None
 
 
 def _after_fork_in_child() -> None:
@@ -57,11 +60,6 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# The ident of the thread that runs the reactor, learnt from the first call
-# that runs there (cheaper to compare than asking Twisted on every send).
-_reactor_thread: int | None = None
 
 
 def _trampoline(function: Callable[..., T], *args: Any) -> T:
@@ -185,16 +183,8 @@ _SETTLE_SECONDS = 1.0
 def _cancel(eventual: Any) -> None:
     """Cancel the reactor-side work and collect its outcome, so that crochet
     does not later log the cancellation as an unhandled error."""
-    import crochet
-
     eventual.cancel()
     try:
         eventual.wait(_SETTLE_SECONDS)
-    except (Exception, crochet.TimeoutError):  # the outcome of cancelled work is not news
+    except Exception:  # the outcome of cancelled work (or its time-out) is not news
         return
-
-
-def call_soon(function: Callable[..., Any], *args: Any) -> None:
-    """Schedule ``function(reactor, *args)`` in the reactor thread; do not wait."""
-    loop = _current_loop()
-    loop.reactor.callFromThread(function, loop.reactor, *args)
