@@ -125,10 +125,17 @@ def _prepare_email(
         extra += b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n"
     message_id = stripped["Message-ID"]
     if message_id is None:
-        domain = sender.rpartition("@")[2].strip("<> ") or "localhost"
-        message_id = email.utils.make_msgid(domain=domain.encode("idna").decode("ascii"))
+        message_id = email.utils.make_msgid(domain=_message_id_domain(sender))
         extra += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
     return _envelope(sender, recipients, extra + data, message_id=str(message_id).strip())
+
+
+def _message_id_domain(sender: str) -> str:
+    domain = sender.rpartition("@")[2].strip("<> ")
+    try:
+        return domain.encode("idna").decode("ascii") if domain else "localhost"
+    except UnicodeError:  # not a name IDNA can spell; the id only needs to be unique
+        return "localhost"
 
 
 def _header_addresses(values: list[Any]) -> list[str]:

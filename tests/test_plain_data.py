@@ -264,3 +264,10 @@ def test_send_rejects_bad_arguments_before_connecting() -> None:
             syncsmtp.send(make_message(), policy, timeout=bad)
     with pytest.raises(syncsmtp.MessageError):
         syncsmtp.send(b"x", policy)
+
+
+def test_message_id_domain_survives_odd_senders() -> None:
+    for sender, domain in [("a@bücher.example", "@xn--bcher-kva.example>"),
+                           ("a@" + "x" * 70 + ".com", "@localhost>")]:
+        envelope = prepare_message(make_message(From=sender))
+        assert envelope.message_id is not None and envelope.message_id.endswith(domain)
