@@ -155,7 +155,7 @@ class _Session(smtp.ESMTP):
             if name == "CRAM-MD5" else _CHALLENGERS[name]
             for name in server.auth_mechanisms
         } if server.users else {}
-        super().__init__(challengers, server._server_tls_options() if server.tls == "starttls" else None)
+        super().__init__(challengers, server._server_tls_options if server.tls == "starttls" else None)
         self.server = server
         self._commands: list[bytes] = []
         self.host = server.hostname.encode("idna")
@@ -197,17 +197,10 @@ class _Session(smtp.ESMTP):
 
     def connectionMade(self) -> None:  # noqa: N802
         self.server._connection_opened(self, self._commands)
-        fault = self.server._script.take("greeting")
-        if fault is None:
+        if not self._fault("greeting"):
             super().connectionMade()
-            return
-        if fault.kind == "fail":
-            self.sendCode(fault.code, fault.text.encode())
-            self.transport.loseConnection()
-        elif fault.kind == "drop":
-            self.transport.abortConnection()
-        else:
-            self._stalled = True
+        elif not self._stalled:
+            self.transport.loseConnection()  # a server that refuses to greet hangs up
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:  # noqa: N802
         self.server._connection_closed(self)
@@ -451,7 +444,7 @@ class SMTPTestServer:
     def _listen(self, reactor: Any) -> Any:
         factory: Any = _SessionFactory(self)
         if self.tls == "implicit":
-            factory = TLSMemoryBIOFactory(self._server_tls_options(), False, factory)
+            factory = TLSMemoryBIOFactory(self._server_tls_options, False, factory)
         return reactor.listenTCP(self.port, factory, interface=self.host)
 
     def stop(self) -> None:
@@ -509,6 +502,7 @@ class SMTPTestServer:
         options.update(overrides)
         return Policy(**options)
 
+    @functools.cached_property
     def _server_tls_options(self) -> Any:
         assert self._certificates is not None
         pem = self._certificates.server_cert_pem + self._certificates.server_key_pem
