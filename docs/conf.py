@@ -4,7 +4,7 @@ from __future__ import annotations
 
 project = "syncsmtp"
 author = "the syncsmtp authors"
-copyright = "2026, the syncsmtp authors"  # noqa: A001 (Sphinx's name)
+copyright = "2026, the syncsmtp authors"
 release = "0.1.0"
 
 extensions = ["sphinx.ext.autodoc"]
