@@ -120,3 +120,12 @@ def test_swaks_agrees(fresh_postfix: PostfixInstance) -> None:
     syncsmtp.send(make_message(), policy_for(fresh_postfix, auth_mechanisms=("PLAIN",)), timeout=30)
     subjects = sorted(parse(raw)["Subject"] for raw in fresh_postfix.wait_for(2))
     assert subjects == ["swaks", "über test"]
+
+
+def test_international_address_with_smtputf8(fresh_postfix: PostfixInstance) -> None:
+    result = syncsmtp.send(make_message(to="jürgen@example.com"), policy_for(fresh_postfix), timeout=30)
+    assert result.accepted == ("jürgen@example.com",)
+    assert "C: MAIL FROM:<ann@example.com> SIZE=" in "\n".join(result.transcript)
+    assert any(line.endswith("SMTPUTF8") for line in result.transcript if line.startswith("C: MAIL"))
+    delivered = parse(fresh_postfix.wait_for(1)[0])
+    assert delivered["To"] == "jürgen@example.com"

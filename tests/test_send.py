@@ -617,3 +617,16 @@ def test_fork_children_and_multiprocessing_pool(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_host_name_goes_through_the_resolver_and_is_verified(smtp_server: SMTPTestServer) -> None:
+    """A name (not an IP) is resolved in the reactor and checked as a DNS name in the certificate."""
+    result = syncsmtp.send(make_message(), smtp_server.policy(host="localhost"), timeout=20)
+    assert result.tls is not None and result.host == "localhost"
+
+
+def test_non_ascii_address_needs_smtputf8(smtp_server: SMTPTestServer) -> None:
+    with pytest.raises(syncsmtp.MessageRefused, match="SMTPUTF8"):
+        syncsmtp.send(make_message(to="jürgen@example.com"), smtp_server.policy(), timeout=10)
+    assert smtp_server.outbox == []
+    assert not any(line.startswith(b"MAIL") for conn in smtp_server.commands for line in conn)
