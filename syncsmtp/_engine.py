@@ -141,10 +141,13 @@ def _is_certificate_failure(reason: Failure) -> bool:
 
 @implementer(IHandshakeListener)
 class SMTPClientProtocol(smtp.ESMTPClient):
-    """Sends one message as its policy says, then QUITs.
+    """One SMTP session as its policy says: greeting, EHLO, TLS and AUTH, then
+    any number of transactions, one at a time.
 
-    The outcome fires ``done`` exactly once: a :class:`SendResult`, or a
-    Failure wrapping one :class:`~syncsmtp.SMTPError`.
+    ``ready`` fires with the session once it can take a message, or fails with
+    one :class:`~syncsmtp.SMTPError`. :meth:`transact` sends a message and
+    fires its own Deferred exactly once with a :class:`SendResult` or an
+    error. ``closed`` fires when the connection is gone.
     """
 
     debug = False  # Twisted's LineLog would keep credentials in memory.
@@ -153,15 +156,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     # costs a Python call on every one of the ~100 attribute writes of a send.
     __setattr__ = object.__setattr__
 
-    def __init__(
-        self,
-        reactor: Any,
-        policy: Policy,
-        envelope: Envelope,
-        tls_options: Any,
-        progress: Progress,
-        done: defer.Deferred[SendResult],
-    ) -> None:
+    def __init__(self, reactor: Any, policy: Policy, tls_options: Any, progress: Progress) -> None:
         secret = (policy.password or "").encode("utf-8") if policy.username else None
         identity = policy.local_hostname or _default_local_hostname()
         smtp.ESMTPClient.__init__(
@@ -173,9 +168,15 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self.heloFallback = policy.helo_fallback
         self._reactor = reactor
         self._policy = policy
-        self._envelope = envelope
         self._progress = progress
-        self._done = done
+        self.ready: defer.Deferred[SMTPClientProtocol] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        # The transaction under way (or the last one); None before the first.
+        self._envelope: Envelope | None = None
+        self._done: defer.Deferred[SendResult] | None = None
+        self._quit_after = False
+        self._needs_rset = False
+        self.transactions = 0
         self._started = reactor.seconds()
         # Raw lines, decoded only when a result or error is built.
         self._transcript: list[bytes] = []
@@ -233,27 +234,60 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     def _reply(self, code: int, resp: bytes | str) -> Reply:
         return Reply.parse(code, resp)
 
+    @property
+    def idle(self) -> bool:
+        """Set up, connected, and between transactions."""
+        return (
+            self.ready.called
+            and not self.closed.called
+            and (self._done is None or self._done.called)
+            and self.stage == "idle"
+        )
+
     def _finish_with(self, outcome: SendResult | SMTPError) -> bool:
-        """Fire ``done`` once; False when it had already fired."""
-        if self._done.called:
+        """Fire the current transaction's Deferred (or ``ready`` during set-up)
+        once; False when it had already fired."""
+        target: defer.Deferred[Any] = self._done if self._done is not None else self.ready
+        if target.called:
             return False
         if isinstance(outcome, SMTPError):
             outcome.host = outcome.host or self._policy.host
             outcome.stage = outcome.stage or self.stage
             outcome.transcript = self._transcript_lines()
-            self._done.errback(Failure(outcome))
+            target.errback(Failure(outcome))
         else:
-            self._done.callback(outcome)
+            target.callback(outcome)
         return True
 
     def _fail(self, error: SMTPError, *, fatal: bool = False) -> None:
-        """Report ``error``; then QUIT politely, or drop the connection when
-        the conversation can no longer be trusted (``fatal``)."""
-        self._finish_with(error)
+        """Report ``error``; then drop the connection when the conversation can
+        no longer be trusted (``fatal``), QUIT politely when the session is
+        done, or stay for the next transaction (which will RSET first)."""
+        in_transaction = self._done is not None and not self._done.called
+        error.stage = error.stage or self.stage
         if fatal or self.transport is None:
+            self._finish_with(error)
             self._abort()
-        else:
+        elif self._quit_after or not in_transaction:
+            self._finish_with(error)
             self._quit()
+        else:
+            # Idle before the outcome fires: its callbacks may hand over the next message.
+            self._needs_rset = True
+            self._go_idle()
+            self._finish_with(error)
+
+    def _go_idle(self) -> None:
+        self._stage("idle")
+        self._expected = _ANY_CODE
+        self._okresponse = self._unsolicited_reply
+        self._failresponse = self._unsolicited_reply
+
+    def _unsolicited_reply(self, code: int, resp: bytes) -> None:
+        # Typically "421 idle timeout" before the server hangs up.
+        self._note(b"(unsolicited reply; closing)")
+        self._quit_after = True
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -308,8 +342,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self._producer.stopProducing()
         if self._quit_timer is not None and self._quit_timer.active():
             self._quit_timer.cancel()
-        if not self._done.called:
-            self._finish_with(self._lost(reason))
+        self._finish_with(self._lost(reason))
+        if not self.closed.called:
+            self.closed.callback(None)
 
     def _lost(self, reason: Failure) -> SMTPError:
         where = self._policy.address
@@ -582,12 +617,51 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     # -- the transaction ----------------------------------------------------------------------
 
+    def _current(self) -> Envelope:
+        assert self._envelope is not None
+        return self._envelope
+
     def _encode_address(self, address: str) -> bytes:
-        return address.encode("utf-8" if self._envelope.international else "ascii")
+        return address.encode("utf-8" if self._current().international else "ascii")
 
     def smtpState_from(self, code: int, resp: bytes) -> None:  # noqa: N802
+        # Twisted calls this when EHLO, TLS and AUTH are done: the session is ready.
+        self._go_idle()
+        self.ready.callback(self)
+
+    def transact(
+        self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult], quit_after: bool
+    ) -> None:
+        """Send one message on this (idle) session; ``done`` gets the outcome.
+        With ``quit_after``, the session QUITs afterwards (pipelined with the
+        data when the server allows)."""
+        assert self.idle, "transact() needs an idle session"
+        if self.transactions:
+            self._transcript = []
+        self.transactions += 1
+        self._envelope, self._progress, self._done = envelope, progress, done
+        self._quit_after = quit_after
+        self._started = self._reactor.seconds()
+        self._accepted, self._refused = [], {}
+        self._awaiting, self._mail_reply = 0, None
+        if not self._needs_rset:
+            self._begin_mail()
+            return
+        # Only after a failed transaction: a clean one leaves nothing to reset.
         self._stage("mail")
-        envelope = self._envelope
+        self._expected = [250]
+        self._okresponse = lambda _code, _resp: self._begin_mail()
+        self._failresponse = self._rset_refused
+        self.sendLine(b"RSET")
+
+    def _rset_refused(self, code: int, resp: bytes) -> None:
+        reply = self._reply(code, resp)
+        self._fail(ProtocolError(f"{self._policy.address} refused RSET: {reply}", reply=reply), fatal=True)
+
+    def _begin_mail(self) -> None:
+        self._needs_rset = False
+        self._stage("mail")
+        envelope = self._current()
         caps = self._capabilities
         if envelope.international and b"SMTPUTF8" not in caps:
             self._fail(
@@ -633,7 +707,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         hint = "; the server wants authentication: set username and password" \
             if reply.code == 530 else ""
         return SenderRefused(
-            f"{self._policy.address} refused the sender {self._envelope.sender!r}: {reply}{hint}",
+            f"{self._policy.address} refused the sender {self._current().sender!r}: {reply}{hint}",
             reply=reply,
         )
 
@@ -681,7 +755,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     # PIPELINING (RFC 2920): MAIL, every RCPT and DATA in one write, replies in order.
 
     def _send_pipelined(self, mail: bytes) -> None:
-        recipients = self._envelope.recipients
+        recipients = self._current().recipients
         lines = [mail, *(self._rcpt_line(r) for r in recipients), b"DATA"]
         for line in lines:
             self._note(b"C: " + line)
@@ -733,16 +807,16 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def smtpState_data(self, code: int, resp: bytes) -> None:  # noqa: N802
         self._stage("message")
-        self._note(b"C: <%d bytes of message data>" % len(self._envelope.data))
+        self._note(b"C: <%d bytes of message data>" % len(self._current().data))
         self._expected = _SUCCESS_CODES
         self._okresponse = self._final_reply
         self._failresponse = self._final_reply
         # With PIPELINING, QUIT may follow the data in the same write (RFC 2920):
         # one write and one reactor turn fewer per message.
-        self._quit_pipelined = b"PIPELINING" in self._capabilities
+        self._quit_pipelined = self._quit_after and b"PIPELINING" in self._capabilities
         trailer = b"QUIT\r\n" if self._quit_pipelined else b""
-        chunks = iter_encoded(self._envelope.data, trailer=trailer)
-        if len(self._envelope.data) <= CHUNK_SIZE:
+        chunks = iter_encoded(self._current().data, trailer=trailer)
+        if len(self._current().data) <= CHUNK_SIZE:
             # One chunk: write it now rather than through a producer's extra loop turn.
             self.transport.write(next(chunks))
             self._data_written()
@@ -760,21 +834,24 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     def _final_reply(self, code: int, resp: bytes) -> None:
         reply = self._reply(code, resp)
         if 200 <= code < 300:
-            self._finish_with(
-                SendResult(
-                    accepted=tuple(self._accepted),
-                    refused=self._refused,
-                    reply=reply,
-                    message_id=self._envelope.message_id,
-                    elapsed=self._reactor.seconds() - self._started,
-                    tls=self._tls_info,
-                    auth_mechanism=self._authenticated_with,
-                    host=self._policy.host,
-                    port=self._policy.effective_port,
-                    transcript=self._transcript_lines(),
-                )
+            result = SendResult(
+                accepted=tuple(self._accepted),
+                refused=self._refused,
+                reply=reply,
+                message_id=self._current().message_id,
+                elapsed=self._reactor.seconds() - self._started,
+                tls=self._tls_info,
+                auth_mechanism=self._authenticated_with,
+                host=self._policy.host,
+                port=self._policy.effective_port,
+                transcript=self._transcript_lines(),
             )
-            self._quit()
+            # The next state first: the result's callbacks may hand over the next message.
+            if self._quit_after:
+                self._quit()
+            else:
+                self._go_idle()
+            self._finish_with(result)
         else:
             self._fail(
                 MessageRefused(f"{self._policy.address} refused the message: {reply}", reply=reply)
@@ -827,35 +904,18 @@ class _Connection:
             self._connector.stopConnecting()
 
 
-def deliver(
-    reactor: Any, policy: Policy, envelope: Envelope, timeout: float, progress: Progress
-) -> defer.Deferred[SendResult]:
-    """Connect, send ``envelope`` as ``policy`` says, and fire with the outcome.
-
-    Runs in the reactor thread. The returned Deferred fires with a
-    :class:`SendResult` or fails with an :class:`SMTPError`; cancelling it drops
-    the connection. ``timeout`` bounds everything from connect to the final
-    reply.
-    """
-    connection: _Connection | None = None
-    client: SMTPClientProtocol | None = None
-
-    def cancel(_: defer.Deferred[SendResult]) -> None:
-        if connection is not None:
-            connection.cancel()
-        if client is not None and client.transport is not None:
-            client.transport.abortConnection()
-
-    done: defer.Deferred[SendResult] = defer.Deferred(cancel)
-    try:
-        tls_options = client_tls_options(policy) if policy.tls != "none" else None
-    except SMTPError as error:
-        done.errback(Failure(error))
-        return done
+def open_session(
+    reactor: Any, policy: Policy, progress: Progress, timeout: float
+) -> tuple[SMTPClientProtocol, _Connection]:
+    """Start connecting a session (reactor thread). Its ``ready`` fires when it
+    can take a message, or fails (a connect failure included). Raises an
+    :class:`SMTPError` when the policy's TLS files cannot be used."""
+    tls_options = client_tls_options(policy) if policy.tls != "none" else None
+    session = SMTPClientProtocol(reactor, policy, tls_options, progress)
 
     def connect_failed(reason: Failure) -> None:
-        if not done.called:
-            done.errback(
+        if not session.ready.called:
+            session.ready.errback(
                 Failure(
                     ConnectError(
                         f"cannot connect to {policy.address}: {reason.getErrorMessage()}; check "
@@ -866,29 +926,64 @@ def deliver(
                 )
             )
 
-    client = SMTPClientProtocol(reactor, policy, envelope, tls_options, progress, done)
-    factory: Any = _OneShotFactory(client, connect_failed)
+    factory: Any = _OneShotFactory(session, connect_failed)
     if policy.tls == "implicit":
         assert tls_options is not None
         factory = TLSMemoryBIOFactory(tls_options, True, factory)
-    connection = _Connection(reactor, policy, factory, timeout)
+    return session, _Connection(reactor, policy, factory, timeout)
+
+
+def connect_timeout(policy: Policy, timeout: float) -> SendTimeout:
+    """The error of a deadline that passed before a connection was made."""
+    return SendTimeout(
+        f"could not connect to {policy.address} within {timeout:g} s; check the host, the "
+        "port and any firewall",
+        host=policy.host,
+        stage="connect",
+    )
+
+
+def deliver(
+    reactor: Any, policy: Policy, envelope: Envelope, timeout: float, progress: Progress
+) -> defer.Deferred[SendResult]:
+    """Connect, send ``envelope`` as ``policy`` says, QUIT, and fire with the outcome.
+
+    Runs in the reactor thread. The returned Deferred fires with a
+    :class:`SendResult` or fails with an :class:`SMTPError`; cancelling it drops
+    the connection. ``timeout`` bounds everything from connect to the final
+    reply.
+    """
+    session: SMTPClientProtocol | None = None
+    connection: _Connection | None = None
+
+    def cancel(_: defer.Deferred[SendResult]) -> None:
+        if connection is not None:
+            connection.cancel()
+        if session is not None and session.transport is not None:
+            session.transport.abortConnection()
+
+    done: defer.Deferred[SendResult] = defer.Deferred(cancel)
+    try:
+        session, connection = open_session(reactor, policy, progress, timeout)
+    except SMTPError as error:
+        done.errback(Failure(error))
+        return done
+
+    def setup_failed(reason: Failure) -> None:
+        if not done.called:
+            done.errback(reason)
+
+    session.ready.addCallbacks(
+        lambda ready: ready.transact(envelope, progress, done, quit_after=True), setup_failed
+    )
 
     def deadline() -> None:
         if done.called:
             return
-        if client is not None and client.transport is not None:
-            client.abort_for_deadline()
+        if session is not None and session.transport is not None:
+            session.abort_for_deadline()
             return
-        done.errback(
-            Failure(
-                SendTimeout(
-                    f"could not connect to {policy.address} within {timeout:g} s; check the "
-                    "host, the port and any firewall",
-                    host=policy.host,
-                    stage="connect",
-                )
-            )
-        )
+        done.errback(Failure(connect_timeout(policy, timeout)))
         if connection is not None:
             connection.cancel()
 
