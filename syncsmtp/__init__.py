@@ -2,7 +2,8 @@
 
 ``syncsmtp.send(message, policy, timeout)`` blocks until the server has
 answered and returns a :class:`SendResult`, or raises one typed
-:class:`SMTPError` subclass that says what went wrong and what to do. The work
+:class:`SMTPError` subclass that says what went wrong and what to do.
+:class:`Mailer` does the same over reused connections, from many threads. The work
 runs on Twisted's ESMTP client in a background reactor thread (started on the
 first send, not on import).
 """
@@ -32,6 +33,7 @@ from .errors import (
     TLSFailedError,
     TLSRequiredError,
 )
+from .mailer import Mailer
 from .policy import Policy
 from .result import Reply, SendResult, TLSInfo
 
@@ -48,6 +50,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "EHLORequiredError",
+    "Mailer",
     "MessageError",
     "MessageRefused",
     "Policy",

@@ -277,6 +277,18 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self._go_idle()
             self._finish_with(error)
 
+    def quit(self) -> defer.Deferred[None]:
+        """QUIT an idle session (drop a busy or unready one); ``closed`` fires when it is gone."""
+        if self.closed.called:
+            return self.closed
+        if self.idle:
+            self._quit_after = True
+            self._quit_pipelined = False
+            self._quit()
+        else:
+            self._abort()
+        return self.closed
+
     def _go_idle(self) -> None:
         self._stage("idle")
         self._expected = _ANY_CODE

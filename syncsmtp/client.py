@@ -7,7 +7,8 @@ so applications that never send (or not yet) pay nothing for Twisted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import _reactor
 from .errors import ConnectionLostError, SendTimeout, SMTPError
@@ -15,7 +16,10 @@ from .message import MessageInput, prepare_message
 from .policy import Policy
 from .result import SendResult
 
-__all__ = ["DEFAULT_TIMEOUT", "send"]
+if TYPE_CHECKING:
+    from ._engine import Progress
+
+__all__ = ["DEFAULT_TIMEOUT", "check_timeout", "send", "wait_for_outcome"]
 
 #: The deadline of a send when none is given, in seconds.
 DEFAULT_TIMEOUT = 60.0
@@ -24,7 +28,7 @@ DEFAULT_TIMEOUT = 60.0
 _BACKSTOP_MARGIN = 2.0
 
 
-def _check_timeout(timeout: float) -> float:
+def check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not (timeout > 0 and math.isfinite(timeout)):
@@ -58,17 +62,23 @@ def send(
     """
     if not isinstance(policy, Policy):
         raise TypeError(f"policy must be a syncsmtp.Policy, not {type(policy).__name__}")
-    deadline = _check_timeout(timeout)
+    deadline = check_timeout(timeout)
     envelope = prepare_message(message, sender=sender, recipients=recipients)
 
     _reactor.check_caller()
     from ._engine import Progress, deliver
 
     progress = Progress()
+    return wait_for_outcome(policy, progress, deadline, deliver, policy, envelope, deadline, progress)
+
+
+def wait_for_outcome(
+    policy: Policy, progress: Progress, deadline: float, function: Callable[..., Any], *args: Any
+) -> SendResult:
+    """Run ``function(reactor, *args)`` in the reactor thread and wait for the
+    send it starts; every failure comes out as an :class:`SMTPError`."""
     try:
-        result: SendResult = _reactor.run(
-            deliver, policy, envelope, deadline, progress, timeout=deadline + _BACKSTOP_MARGIN
-        )
+        result: SendResult = _reactor.run(function, *args, timeout=deadline + _BACKSTOP_MARGIN)
     except SMTPError:
         raise
     except _reactor.WaitTimedOut:

@@ -564,10 +564,10 @@ class SMTPTestServer:
         """Answer ``stage`` with this reply (``times``: only the next N times)."""
         self._set(stage, _Fault("fail", code, text, times))
 
-    def drop(self, stage: str) -> None:
+    def drop(self, stage: str, *, times: int | None = None) -> None:
         """Close the connection abruptly at ``stage`` (after recording the message,
-        for ``"end-of-data"``)."""
-        self._set(stage, _Fault("drop"))
+        for ``"end-of-data"``); ``times``: only the next N times."""
+        self._set(stage, _Fault("drop", remaining=times))
 
     def stall(self, stage: str) -> None:
         """Never answer ``stage`` (``"tls-handshake"``: answer STARTTLS, then never start TLS)."""

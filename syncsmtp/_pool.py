@@ -1,0 +1,242 @@
+"""Reused sessions to one server (reactor side: every method runs in the reactor thread).
+
+A pool keeps up to ``size`` sessions set up (EHLO, TLS, AUTH done) and hands
+each message to an idle one, opening another while there are fewer than
+``size``. A session the server closed, or that idled past ``idle_timeout``, is
+dropped; a message is only ever handed to a session that is idle at that
+moment. If the connection is lost before any of the message's data was sent
+(the server closed an idle connection as the message arrived), the message is
+tried once more on another session; once DATA began, never.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
+from .errors import ConnectionLostError, SMTPError
+from .message import Envelope
+from .policy import Policy
+from .result import SendResult
+
+__all__ = ["SessionPool"]
+
+# Stages at which nothing of the message has reached the server yet.
+_BEFORE_DATA = frozenset({"mail", "rcpt", "data"})
+
+
+@dataclass(eq=False)
+class _Request:
+    envelope: Envelope
+    progress: Progress
+    done: defer.Deferred[SendResult]
+    timeout: float
+    timer: Any = None
+    session: SMTPClientProtocol | None = None
+    retried: bool = False
+
+
+@dataclass(eq=False)
+class SessionPool:
+    """Up to ``size`` reusable sessions to the policy's server."""
+
+    reactor: Any
+    policy: Policy
+    size: int
+    idle_timeout: float
+    _idle: list[SMTPClientProtocol] = field(default_factory=list)
+    _busy: set[SMTPClientProtocol] = field(default_factory=set)
+    _connecting: int = 0
+    _waiting: deque[_Request] = field(default_factory=deque)
+    _idle_timers: dict[SMTPClientProtocol, Any] = field(default_factory=dict)
+    _sessions: set[SMTPClientProtocol] = field(default_factory=set)
+    _closing: bool = False
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, envelope: Envelope, timeout: float, progress: Progress) -> defer.Deferred[SendResult]:
+        """Queue one message; the Deferred fires with its outcome (cancel to abandon it)."""
+        request = _Request(envelope, progress, defer.Deferred(lambda _: self._cancel(request)), timeout)
+        if self._closing:
+            request.done.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
+            return request.done
+        request.timer = self.reactor.callLater(timeout, self._deadline, request)
+        request.done.addBoth(self._stop_timer, request)
+        progress.stage = "connect"
+        self._waiting.append(request)
+        self._dispatch()
+        return request.done
+
+    @staticmethod
+    def _stop_timer(outcome: Any, request: _Request) -> Any:
+        if request.timer is not None and request.timer.active():
+            request.timer.cancel()
+        return outcome
+
+    def _dispatch(self) -> None:
+        while self._waiting:
+            session = self._take_idle()
+            if session is None:
+                if len(self._sessions) + self._connecting < self.size:
+                    self._connect()
+                return
+            request = self._waiting.popleft()
+            self._start(session, request)
+
+    def _take_idle(self) -> SMTPClientProtocol | None:
+        while self._idle:
+            session = self._idle.pop()  # most recently used: least likely to have timed out
+            timer = self._idle_timers.pop(session, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            if session.idle:
+                return session
+        return None
+
+    def _start(self, session: SMTPClientProtocol, request: _Request) -> None:
+        self._busy.add(session)
+        request.session = session
+        outcome: defer.Deferred[SendResult] = defer.Deferred()
+        outcome.addBoth(self._transaction_done, session, request)
+        session.transact(request.envelope, request.progress, outcome, quit_after=False)
+
+    def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
+        self._busy.discard(session)
+        request.session = None
+        if self._worth_retrying(outcome, session, request):
+            request.retried = True
+            request.progress.stage = "connect"
+            self._waiting.appendleft(request)
+        elif not request.done.called:
+            if isinstance(outcome, Failure):
+                request.done.errback(outcome)
+            else:
+                request.done.callback(outcome)
+        if session.idle:
+            if self._closing:
+                session.quit()
+            else:
+                self._park(session)
+        self._dispatch()
+
+    def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> bool:
+        """A reused connection that died before any of the message's data went out."""
+        if not isinstance(outcome, Failure) or request.retried or request.done.called:
+            return False
+        error = outcome.value
+        return (
+            isinstance(error, ConnectionLostError)
+            and not error.maybe_delivered
+            and error.stage in _BEFORE_DATA
+            and session.transactions > 1
+        )
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._connecting += 1
+        try:
+            session, _ = open_session(self.reactor, self.policy, Progress(), self._connect_timeout())
+        except SMTPError as error:
+            self._connecting -= 1
+            self._fail_oldest(Failure(error))
+            return
+        self._sessions.add(session)
+        session.ready.addCallbacks(self._ready, self._setup_failed, errbackArgs=(session,))
+        session.closed.addCallback(lambda _: self._forget(session))
+
+    def _connect_timeout(self) -> float:
+        waiting = [request.timeout for request in self._waiting]
+        return max(waiting) if waiting else 30.0
+
+    def _ready(self, session: SMTPClientProtocol) -> None:
+        self._connecting -= 1
+        if self._closing:
+            session.quit()
+            return
+        self._park(session)
+        self._dispatch()
+
+    def _setup_failed(self, reason: Failure, session: SMTPClientProtocol) -> None:
+        self._connecting -= 1
+        self._sessions.discard(session)
+        # The waiting message that asked for this connection gets its error;
+        # the others get connections of their own.
+        self._fail_oldest(reason)
+        self._dispatch()
+
+    def _fail_oldest(self, reason: Failure) -> None:
+        while self._waiting:
+            request = self._waiting.popleft()
+            if not request.done.called:
+                request.done.errback(reason)
+                return
+
+    def _park(self, session: SMTPClientProtocol) -> None:
+        self._idle.append(session)
+        self._idle_timers[session] = self.reactor.callLater(self.idle_timeout, self._expire, session)
+
+    def _expire(self, session: SMTPClientProtocol) -> None:
+        self._idle_timers.pop(session, None)
+        if session in self._idle:
+            self._idle.remove(session)
+            session.quit()
+
+    def _forget(self, session: SMTPClientProtocol) -> None:
+        self._sessions.discard(session)
+        self._busy.discard(session)
+        if session in self._idle:
+            self._idle.remove(session)
+        timer = self._idle_timers.pop(session, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        if not self._closing:
+            self._dispatch()  # a waiting message may now get a connection of its own
+
+    # -- deadlines, cancellation, closing --------------------------------------------------------
+
+    def _deadline(self, request: _Request) -> None:
+        request.timer = None
+        if request.done.called:
+            return
+        if request.session is not None:
+            request.session.abort_for_deadline()
+            return
+        if request in self._waiting:
+            self._waiting.remove(request)
+        request.done.errback(Failure(connect_timeout(self.policy, request.timeout)))
+
+    def _cancel(self, request: _Request) -> None:
+        if request in self._waiting:
+            self._waiting.remove(request)
+        if request.session is not None and request.session.transport is not None:
+            # Mid-transaction: the session cannot be trusted for another message.
+            request.session.transport.abortConnection()
+
+    def close(self) -> defer.Deferred[None]:
+        """QUIT every session (busy ones after their message) and fail waiting messages."""
+        self._closing = True
+        while self._waiting:
+            request = self._waiting.popleft()
+            if not request.done.called:
+                error = SMTPError("the Mailer was closed before this message was sent",
+                                  host=self.policy.host, stage="connect")
+                request.done.errback(Failure(error))
+        # Sessions still connecting are QUIT when they become ready (see _ready).
+        closing = [session.closed for session in self._sessions if session.ready.called]
+        for session in list(self._idle):
+            self._forget(session)
+            session.quit()
+        return defer.DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many sessions are idle, busy and connecting (for tests and diagnostics)."""
+        return {"idle": len(self._idle), "busy": len(self._busy), "connecting": self._connecting,
+                "waiting": len(self._waiting)}
+

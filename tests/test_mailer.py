@@ -1,0 +1,195 @@
+"""Mailer: reused connections, a thread-safe pool, and no message ever sent twice."""
+
+from __future__ import annotations
+
+import email.message
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import syncsmtp
+from syncsmtp.testing import SMTPTestServer
+
+ServerFactory = Callable[..., SMTPTestServer]
+
+
+def make_message(subject: str = "test", to: str = "bob@example.com") -> email.message.EmailMessage:
+    message = email.message.EmailMessage()
+    message["From"] = "ann@example.com"
+    message["To"] = to
+    message["Subject"] = subject
+    message.set_content("hello\n")
+    return message
+
+
+def test_connection_is_reused(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        results = [mailer.send(make_message(f"m{i}"), timeout=10) for i in range(5)]
+    assert smtp_server.connections == 1
+    assert [r.message["Subject"] for r in smtp_server.wait_for(5)] == [f"m{i}" for i in range(5)]
+    assert all(r.auth_mechanism and r.tls for r in results)
+    assert not any("EHLO" in line for line in results[1].transcript), "set-up happens once"
+    assert smtp_server.commands[0][-1] == b"QUIT", "close() sends QUIT"
+    assert b"RSET" not in smtp_server.commands[0], "RSET only after a failed transaction"
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_failed_transaction_then_rset_and_go_on(smtp_server_factory: ServerFactory, pipelining: bool) -> None:
+    server = smtp_server_factory(users={"user": "password"},
+                                 extensions=("PIPELINING",) if pipelining else ())
+    server.refuse_recipient("gone@example.com")
+    with syncsmtp.Mailer(server.policy()) as mailer:
+        with pytest.raises(syncsmtp.RecipientsRefused):
+            mailer.send(make_message(to="gone@example.com"), timeout=10)
+        mailer.send(make_message("after"), timeout=10)
+    assert server.connections == 1
+    assert b"RSET" in server.commands[0]
+    assert [r.message["Subject"] for r in server.outbox] == ["after"]
+
+
+def test_dead_idle_connection_is_replaced_before_data(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        mailer.send(make_message("first"), timeout=10)
+        smtp_server.drop("mail", times=1)  # the reused connection dies as the next message starts
+        result = mailer.send(make_message("second"), timeout=10)
+    assert result.reply.code == 250
+    assert [r.message["Subject"] for r in smtp_server.outbox] == ["first", "second"]
+    assert smtp_server.connections >= 2
+
+
+def test_never_resent_once_data_began(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        mailer.send(make_message("first"), timeout=10)
+        smtp_server.drop("end-of-data")
+        with pytest.raises(syncsmtp.ConnectionLostError) as caught:
+            mailer.send(make_message("second"), timeout=10)
+        assert caught.value.maybe_delivered
+        smtp_server.clear_faults()
+        mailer.send(make_message("third"), timeout=10)
+    assert [r.message["Subject"] for r in smtp_server.outbox] == ["first", "second", "third"]
+
+
+def test_idle_connections_are_closed(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy(), idle_timeout=0.3) as mailer:
+        mailer.send(make_message("a"), timeout=10)
+        deadline = time.monotonic() + 10
+        while smtp_server.commands[0][-1:] != [b"QUIT"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert smtp_server.commands[0][-1] == b"QUIT"
+        mailer.send(make_message("b"), timeout=10)
+    assert smtp_server.connections == 2
+
+
+def test_waiting_for_a_busy_connection_counts_against_the_deadline(smtp_server: SMTPTestServer) -> None:
+    smtp_server.stall("rcpt")
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
+        errors: list[BaseException] = []
+
+        def blocked() -> None:
+            try:
+                mailer.send(make_message("stalled"), timeout=3)
+            except syncsmtp.SMTPError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=blocked)
+        thread.start()
+        time.sleep(0.5)
+        with pytest.raises(syncsmtp.SendTimeout) as caught:
+            mailer.send(make_message("queued"), timeout=1)
+        assert caught.value.stage == "connect"
+        thread.join(10)
+    assert errors and isinstance(errors[0], syncsmtp.SendTimeout) and errors[0].stage == "rcpt"
+
+
+def test_closed_mailer_refuses(smtp_server: SMTPTestServer) -> None:
+    mailer = syncsmtp.Mailer(smtp_server.policy())
+    mailer.close()
+    mailer.close()
+    with pytest.raises(syncsmtp.SMTPError, match="closed"):
+        mailer.send(make_message(), timeout=5)
+    assert smtp_server.connections == 0
+
+
+def test_bad_arguments() -> None:
+    policy = syncsmtp.Policy(host="127.0.0.1", tls="none")
+    for connections in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            syncsmtp.Mailer(policy, connections=connections)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        syncsmtp.Mailer("smtp://h")  # type: ignore[arg-type]
+
+
+def test_many_threads_each_get_their_own_result(smtp_server_factory: ServerFactory) -> None:
+    """32 threads x 50 messages through 4 connections: each delivered once, each
+    result to the thread that sent it."""
+    server = smtp_server_factory(users={"user": "password"}, extensions=("PIPELINING", "8BITMIME"))
+    threads_count, per_thread = 32, 50
+    mismatches: list[str] = []
+    failures: list[BaseException] = []
+    with syncsmtp.Mailer(server.policy(), connections=4) as mailer:
+
+        def worker(number: int) -> None:
+            for index in range(per_thread):
+                message = make_message(f"t{number}-m{index}")
+                message["Message-ID"] = f"<t{number}.m{index}@example.com>"
+                try:
+                    result = mailer.send(message, timeout=60)
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+                if result.message_id != message["Message-ID"]:
+                    mismatches.append(f"{message['Message-ID']} got {result.message_id}")
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(threads_count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert not failures, failures[:3]
+    assert not mismatches, mismatches[:3]
+    subjects = [r.message["Subject"] for r in server.wait_for(threads_count * per_thread, timeout=30)]
+    assert len(subjects) == len(set(subjects)) == threads_count * per_thread
+    assert server.connections <= 4
+
+
+FORK_SCRIPT = '''
+import os, sys
+import syncsmtp
+from syncsmtp.testing import SMTPTestServer
+
+def message(subject):
+    return (b"Subject: " + subject.encode() + b"\\r\\n\\r\\nx\\r\\n")
+
+if __name__ == "__main__":
+    with SMTPTestServer(users={"u": "p"}) as server:
+        mailer = syncsmtp.Mailer(server.policy(), connections=2)
+        mailer.send(message("parent-1"), sender="a@example.com", recipients=["b@example.com"], timeout=10)
+        pid = os.fork()
+        if pid == 0:
+            code = mailer.send(message("child"), sender="a@example.com", recipients=["b@example.com"],
+                               timeout=10).reply.code
+            mailer.close()
+            os._exit(0 if code == 250 else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        mailer.send(message("parent-2"), sender="a@example.com", recipients=["b@example.com"], timeout=10)
+        mailer.close()
+        subjects = sorted(m.message["Subject"] for m in server.wait_for(3))
+        assert subjects == ["child", "parent-1", "parent-2"], subjects
+        # The child opened a connection of its own: the parent's first one was not shared.
+        assert server.connections >= 2
+    print("ok")
+'''
+
+
+def test_mailer_in_a_forked_child(tmp_path: Any) -> None:
+    script = tmp_path / "mailer_fork.py"
+    script.write_text(FORK_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
