@@ -35,7 +35,7 @@ from .errors import (
 )
 from .mailer import Mailer
 from .policy import Policy
-from .result import Reply, SendResult, TLSInfo
+from .result import Reply, SendReport, SendResult, TLSInfo
 
 __version__ = "0.1.0"
 
@@ -59,6 +59,7 @@ __all__ = [
     "RefusedError",
     "Reply",
     "SMTPError",
+    "SendReport",
     "SendResult",
     "SendTimeout",
     "SenderRefused",

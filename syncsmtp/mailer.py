@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _reactor
 from .client import DEFAULT_TIMEOUT, check_timeout, wait_for_outcome
-from .errors import SMTPError
+from .errors import MessageError, SendTimeout, SMTPError
 from .message import MessageInput, prepare_message
 from .policy import Policy
-from .result import SendResult
+from .result import SendReport, SendResult
 
 if TYPE_CHECKING:
+    from ._batch import Batch
     from ._pool import SessionPool
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT", "Mailer"]
 
 #: How long a connection may stay unused before it is closed, in seconds.
 DEFAULT_IDLE_TIMEOUT = 30.0
+_BACKOFF_CAP = 60.0
 _CLOSE_SECONDS = 10.0
 
 
@@ -38,6 +42,31 @@ def _pool_send(reactor: Any, pool: SessionPool, *args: Any) -> Any:
 
 def _pool_close(reactor: Any, pool: SessionPool) -> Any:
     return pool.close()
+
+
+def _start_batch(reactor: Any, pool: SessionPool, items: Any, timeout: float, window: int, rate: Any,
+                 retries: int, backoff: float, backoff_cap: float, report: Any) -> Batch:
+    from ._batch import Batch
+
+    batch = Batch(reactor, pool, items, timeout=timeout, window=window, rate=rate, retries=retries,
+                  backoff=backoff, backoff_cap=backoff_cap, report=lambda i, o: report((i, o)))
+    batch.start()
+    return batch
+
+
+def _cancel_batch(reactor: Any, batch: Batch) -> None:
+    batch.cancel()
+
+
+def _progress_bar(wanted: bool, total: int, done: int) -> Any:
+    """A tqdm bar (the notebook one in Jupyter) when asked for and installed."""
+    if not wanted:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=done, unit="msg")
 
 
 class Mailer:
@@ -106,6 +135,81 @@ class Mailer:
         return wait_for_outcome(
             self.policy, progress, deadline, _pool_send, pool, envelope, deadline, progress
         )
+
+    def send_many(
+        self,
+        messages: Iterable[MessageInput],
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        rate: float | None = None,
+        retries: int = 0,
+        backoff: float = 1.0,
+        progress: bool = False,
+    ) -> SendReport:
+        """Send every message of ``messages`` over the pool and report on all of them.
+
+        A failure of one message never stops the others: the report has, per
+        input message and in input order, its :class:`SendResult` or its error.
+        ``timeout`` applies to each message. ``rate`` caps how many messages
+        start per second. ``retries`` retries a transient failure (4xx, lost
+        connection or time-out, never when the message may have been
+        delivered) up to that many times, after ``backoff`` seconds, doubling,
+        at most 60. ``progress=True`` shows a progress bar when tqdm is
+        installed (extra ``progress``). Ctrl-C stops the batch and drops the
+        connections that were sending.
+        """
+        deadline = check_timeout(timeout)
+        if rate is not None and not (isinstance(rate, int | float) and rate > 0):
+            raise ValueError(f"rate must be a positive number of messages per second, not {rate!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
+        backoff = check_timeout(backoff)
+        started = time.monotonic()
+        results: list[SendResult | Exception | None] = []
+        items = []
+        for message in messages:
+            try:
+                items.append((len(results), prepare_message(message)))
+                results.append(None)
+            except MessageError as error:
+                results.append(error)
+        _reactor.check_caller()
+        pool = self._current_pool()
+        outcomes: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        batch = _reactor.run(
+            _start_batch, pool, items, deadline, self.connections * 2, rate, retries, backoff,
+            _BACKOFF_CAP, outcomes.put, timeout=30,
+        )
+        bar = _progress_bar(progress, len(results), len(results) - len(items))
+        # Each message ends within its deadline; a whole backoff may come before a retry.
+        quiet_limit = deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0
+        pending = len(items)
+        try:
+            while pending:
+                try:
+                    index, outcome = outcomes.get(timeout=quiet_limit)
+                except queue.Empty:
+                    break
+                results[index] = outcome
+                pending -= 1
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            _reactor.run(_cancel_batch, batch, timeout=10)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if pending:
+            _reactor.run(_cancel_batch, batch, timeout=10)
+            for index, result in enumerate(results):
+                if result is None:
+                    results[index] = SendTimeout(
+                        "the batch stopped hearing back from the reactor; this message's fate is unknown",
+                        host=self.policy.host, stage="connect", maybe_delivered=True,
+                    )
+        retried: int = _reactor.run(lambda reactor: batch.retried, timeout=10)
+        return SendReport(tuple(r for r in results if r is not None), retried, time.monotonic() - started)
 
     def close(self) -> None:
         """Send QUIT on every connection and wait (briefly) for them to close.

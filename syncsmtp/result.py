@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-__all__ = ["Reply", "SendResult", "TLSInfo"]
+__all__ = ["Reply", "SendReport", "SendResult", "TLSInfo"]
 
 _ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
@@ -124,3 +124,68 @@ class SendResult:
             for name, value in self._rows()
         )
         return f"<table class='syncsmtp-result'>{cells}</table>"
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """The outcome of :meth:`~syncsmtp.Mailer.send_many`.
+
+    ``results`` has one entry per input message, in input order: its
+    :class:`SendResult`, or the :class:`~syncsmtp.SMTPError` it failed with
+    (a :class:`~syncsmtp.MessageError` for input that was never sent).
+    ``retries`` counts the extra attempts made for transient failures.
+    """
+
+    results: tuple[SendResult | Exception, ...]
+    retries: int
+    elapsed: float
+
+    @property
+    def sent(self) -> int:
+        """How many messages the server accepted (for at least one recipient)."""
+        return sum(isinstance(result, SendResult) for result in self.results)
+
+    @property
+    def failed(self) -> tuple[tuple[int, Exception], ...]:
+        """``(index, error)`` for every message that was not sent."""
+        return tuple(
+            (index, result) for index, result in enumerate(self.results) if not isinstance(result, SendResult)
+        )
+
+    @property
+    def refused_recipients(self) -> int:
+        """Recipients refused within messages that were sent to others."""
+        return sum(len(result.refused) for result in self.results if isinstance(result, SendResult))
+
+    def _failure_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, error in self.failed:
+            counts[type(error).__name__] = counts.get(type(error).__name__, 0) + 1
+        return counts
+
+    def __str__(self) -> str:
+        failures = ", ".join(f"{name}: {count}" for name, count in sorted(self._failure_counts().items()))
+        return (
+            f"{len(self.results)} messages: {self.sent} sent, {len(self.failed)} failed"
+            + (f" ({failures})" if failures else "")
+            + f", {self.refused_recipients} recipients refused, {self.retries} retries, "
+            f"{self.elapsed:.2f} s"
+        )
+
+    def _repr_html_(self) -> str:
+        """A compact table for Jupyter: the counts, then each failure."""
+        rows = [
+            ("messages", str(len(self.results))),
+            ("sent", str(self.sent)),
+            ("failed", str(len(self.failed))),
+            ("recipients refused", str(self.refused_recipients)),
+            ("retries", str(self.retries)),
+            ("elapsed", f"{self.elapsed:.2f} s"),
+        ]
+        rows += [(f"#{index}", f"{type(error).__name__}: {error}") for index, error in self.failed[:50]]
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+            for name, value in rows
+        )
+        return f"<table class='syncsmtp-report'>{cells}</table>"

@@ -193,3 +193,68 @@ def test_mailer_in_a_forked_child(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# -- send_many -----------------------------------------------------------------------------
+
+
+def test_send_many_reports_every_message_in_order(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(users={"user": "password"}, extensions=("PIPELINING",))
+    server.refuse_recipient("gone@example.com")
+    messages: list[Any] = [make_message(f"m{i}") for i in range(200)]
+    messages[10] = make_message("refused", to="gone@example.com")
+    messages[20] = make_message("partly", to="bob@example.com, gone@example.com")
+    messages[30] = b"no envelope"  # bad input: reported, never sent
+    with syncsmtp.Mailer(server.policy(), connections=4) as mailer:
+        report = mailer.send_many(messages, timeout=30)
+    assert len(report.results) == 200
+    assert report.sent == 198
+    assert [index for index, _ in report.failed] == [10, 30]
+    assert isinstance(report.results[10], syncsmtp.RecipientsRefused)
+    assert isinstance(report.results[30], syncsmtp.MessageError)
+    assert report.refused_recipients == 1
+    result = report.results[5]
+    assert isinstance(result, syncsmtp.SendResult) and result.accepted == ("bob@example.com",)
+    subjects = sorted(m.message["Subject"] for m in server.wait_for(198))
+    assert len(subjects) == len(set(subjects)) == 198
+    assert server.connections <= 4
+    assert "198 sent, 2 failed" in str(report)
+    assert "RecipientsRefused" in report._repr_html_()
+
+
+def test_send_many_retries_transient_failures(smtp_server: SMTPTestServer) -> None:
+    smtp_server.fail("mail", 451, "4.3.0 Try again later", times=2)
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        report = mailer.send_many([make_message(f"m{i}") for i in range(3)], timeout=10,
+                                  retries=3, backoff=0.05)
+    assert report.sent == 3 and report.retries == 2
+    assert sorted(m.message["Subject"] for m in smtp_server.outbox) == ["m0", "m1", "m2"]
+
+
+def test_send_many_does_not_retry_permanent_or_without_retries(smtp_server: SMTPTestServer) -> None:
+    smtp_server.fail("mail", 550, "5.7.1 No", times=1)
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        report = mailer.send_many([make_message("a"), make_message("b")], timeout=10, retries=3,
+                                  backoff=0.05)
+        assert report.retries == 0 and report.sent == 1
+        assert isinstance(report.results[0], syncsmtp.SenderRefused)
+        smtp_server.fail("mail", 451, "4.3.0 Later", times=1)
+        report = mailer.send_many([make_message("c")], timeout=10)
+        assert report.sent == 0 and report.failed[0][1].transient
+
+
+def test_send_many_rate_limit(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
+        started = time.monotonic()
+        report = mailer.send_many([make_message(f"m{i}") for i in range(11)], timeout=10, rate=20)
+        elapsed = time.monotonic() - started
+    assert report.sent == 11
+    assert elapsed >= 0.45  # 10 intervals of 1/20 s at least: a bound on the limiter, not a speed goal
+
+
+def test_send_many_rejects_bad_options(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        for options in ({"rate": 0}, {"rate": -1}, {"retries": -1}, {"retries": 1.5}, {"backoff": 0}):
+            with pytest.raises(ValueError):
+                mailer.send_many([make_message()], **options)  # type: ignore[arg-type]
+    assert smtp_server.connections == 0

@@ -1,0 +1,121 @@
+"""Feeding many messages to a SessionPool (reactor side: runs in the reactor thread).
+
+A window of messages is kept in flight (enough to keep every connection
+busy), so each message's deadline starts when it is about to be sent, not when
+the batch began. A transient failure (4xx, lost connection, time-out) that
+cannot have delivered the message is retried after a capped, doubling delay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from ._engine import Progress
+from ._pool import SessionPool
+from .errors import SMTPError
+from .message import Envelope
+from .result import SendResult
+
+__all__ = ["Batch"]
+
+Outcome = SendResult | SMTPError
+
+
+class Batch:
+    """Sends ``items`` (index, envelope) through ``pool``; calls ``report(index,
+    outcome)`` once per item, in completion order."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        pool: SessionPool,
+        items: list[tuple[int, Envelope]],
+        *,
+        timeout: float,
+        window: int,
+        rate: float | None,
+        retries: int,
+        backoff: float,
+        backoff_cap: float,
+        report: Callable[[int, Outcome], None],
+    ) -> None:
+        self._reactor = reactor
+        self._pool = pool
+        self._items = list(reversed(items))  # popped from the end, so in input order
+        self._timeout = timeout
+        self._window = window
+        self._interval = 1.0 / rate if rate else 0.0
+        self._next_start = 0.0
+        self._retries = retries
+        self._backoff = backoff
+        self._backoff_cap = backoff_cap
+        self._report = report
+        self._in_flight: dict[int, defer.Deferred[SendResult]] = {}
+        self._delayed: dict[int, Any] = {}
+        self._cancelled = False
+        self.retried = 0
+
+    def start(self) -> None:
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._items and len(self._in_flight) + len(self._delayed) < self._window:
+            index, envelope = self._items.pop()
+            self._schedule(index, envelope, attempt=0, delay=0.0)
+
+    def _schedule(self, index: int, envelope: Envelope, attempt: int, delay: float) -> None:
+        if self._interval:
+            now = self._reactor.seconds()
+            start = max(now + delay, self._next_start)
+            self._next_start = start + self._interval
+            delay = start - now
+        if delay > 0:
+            self._delayed[index] = self._reactor.callLater(delay, self._launch, index, envelope, attempt)
+        else:
+            self._launch(index, envelope, attempt)
+
+    def _launch(self, index: int, envelope: Envelope, attempt: int) -> None:
+        self._delayed.pop(index, None)
+        if self._cancelled:
+            return
+        sending = self._pool.send(envelope, self._timeout, Progress())
+        self._in_flight[index] = sending
+        sending.addBoth(self._finished, index, envelope, attempt)
+
+    def _finished(self, outcome: Any, index: int, envelope: Envelope, attempt: int) -> None:
+        self._in_flight.pop(index, None)
+        if isinstance(outcome, Failure):
+            error = outcome.value
+            if not isinstance(error, SMTPError):
+                error = SMTPError(f"unexpected failure: {error!r}", stage="connect")
+            if self._worth_retrying(error, attempt):
+                self.retried += 1
+                delay = min(self._backoff_cap, self._backoff * 2**attempt)
+                self._schedule(index, envelope, attempt + 1, delay)
+                return
+            self._report(index, error)
+        else:
+            self._report(index, outcome)
+        if not self._cancelled:
+            self._fill()
+
+    def _worth_retrying(self, error: SMTPError, attempt: int) -> bool:
+        if self._cancelled or attempt >= self._retries:
+            return False
+        return error.transient and not error.maybe_delivered
+
+    def cancel(self) -> None:
+        """Stop: nothing new starts, messages under way are abandoned (their
+        connections dropped), and no more reports are made."""
+        self._cancelled = True
+        self._report = lambda index, outcome: None
+        for call in self._delayed.values():
+            if call.active():
+                call.cancel()
+        self._delayed.clear()
+        for sending in list(self._in_flight.values()):
+            sending.cancel()
