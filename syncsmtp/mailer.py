@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,37 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "Mailer"]
 #: How long a connection may stay unused before it is closed, in seconds.
 DEFAULT_IDLE_TIMEOUT = 30.0
 _BACKOFF_CAP = 60.0
+#: At interpreter exit, how long open Mailers may take to QUIT.
+_EXIT_CLOSE_SECONDS = 2.0
+
+# Mailers still open, closed politely at interpreter exit.
+_open_mailers: weakref.WeakSet[Mailer] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+def _close_open_mailers() -> None:
+    for mailer in list(_open_mailers):
+        with contextlib.suppress(Exception):
+            mailer.close(timeout=_EXIT_CLOSE_SECONDS)
+
+
+def _install_exit_hook() -> None:
+    """Close open Mailers while the reactor thread still runs: crochet stops it
+    once the main thread has ended, and plain atexit hooks run after that."""
+    global _exit_hook_installed
+    with _exit_hook_lock:
+        if _exit_hook_installed:
+            return
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is not None:
+                register(_close_open_mailers)
+            else:
+                atexit.register(_close_open_mailers)
+        except RuntimeError:  # the interpreter is already shutting down
+            return
+        _exit_hook_installed = True
 _CLOSE_SECONDS = 10.0
 
 
@@ -101,6 +134,8 @@ class Mailer:
         self._pool: SessionPool | None = None
         self._pool_pid = 0
         self._closed = False
+        _open_mailers.add(self)
+        _install_exit_hook()
 
     def _current_pool(self) -> SessionPool:
         with self._lock:
@@ -211,19 +246,21 @@ class Mailer:
         retried: int = _reactor.run(lambda reactor: batch.retried, timeout=10)
         return SendReport(tuple(r for r in results if r is not None), retried, time.monotonic() - started)
 
-    def close(self) -> None:
-        """Send QUIT on every connection and wait (briefly) for them to close.
-        Messages still waiting for a connection fail. Safe to call twice."""
+    def close(self, timeout: float = _CLOSE_SECONDS) -> None:
+        """Send QUIT on every connection and wait up to ``timeout`` seconds for
+        them to close. Messages still waiting for a connection fail. Safe to
+        call twice; called at interpreter exit for a Mailer still open."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             pool, self._pool = self._pool, None
+        _open_mailers.discard(self)
         if pool is None or self._pool_pid != os.getpid():
             return
         # On a time-out the connections are dropped instead of closed politely.
         with contextlib.suppress(_reactor.WaitTimedOut, _reactor.ReactorUnavailable):
-            _reactor.run(_pool_close, pool, timeout=_CLOSE_SECONDS)
+            _reactor.run(_pool_close, pool, timeout=timeout)
 
     def __enter__(self) -> Mailer:
         return self

@@ -258,3 +258,40 @@ def test_send_many_rejects_bad_options(smtp_server: SMTPTestServer) -> None:
             with pytest.raises(ValueError):
                 mailer.send_many([make_message()], **options)  # type: ignore[arg-type]
     assert smtp_server.connections == 0
+
+
+EXIT_SCRIPT = '''
+import sys
+import syncsmtp
+policy = syncsmtp.Policy(host="127.0.0.1", port=int(sys.argv[1]), ca_file=sys.argv[2],
+                         username="user", password="password")
+mailer = syncsmtp.Mailer(policy, connections=2)
+mailer.send(b"Subject: left open\\r\\n\\r\\nx\\r\\n", sender="a@example.com",
+            recipients=["b@example.com"], timeout=10)
+print("sent")
+# No close(): the interpreter exits with the Mailer open.
+'''
+
+
+def test_interpreter_exit_closes_an_open_mailer(smtp_server: SMTPTestServer, tmp_path: Any) -> None:
+    script = tmp_path / "left_open.py"
+    script.write_text(EXIT_SCRIPT)
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, str(script), str(smtp_server.port), str(smtp_server.ca_file)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "sent"
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 10
+    while smtp_server.commands[0][-1:] != [b"QUIT"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert smtp_server.commands[0][-1] == b"QUIT", "the open connection was closed with QUIT"
+
+
+def test_exit_does_not_hang_when_the_server_stalls_quit(smtp_server: SMTPTestServer, tmp_path: Any) -> None:
+    smtp_server.stall("quit")
+    script = tmp_path / "left_open_stalled.py"
+    script.write_text(EXIT_SCRIPT)
+    out = subprocess.run([sys.executable, str(script), str(smtp_server.port), str(smtp_server.ca_file)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
