@@ -684,17 +684,17 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             )
             return
         limit = caps.get(b"SIZE")
-        if limit and limit.isdigit() and 0 < int(limit) < len(envelope.data):
+        if limit and limit.isdigit() and 0 < int(limit) < envelope.size:
             self._fail(
                 MessageRefused(
-                    f"the message is {len(envelope.data)} bytes, and {self._policy.address} "
+                    f"the message is {envelope.size} bytes, and {self._policy.address} "
                     f"accepts at most {int(limit)} (its SIZE); nothing was sent",
                 )
             )
             return
         params = b""
         if b"SIZE" in caps:
-            params += b" SIZE=%d" % len(envelope.data)
+            params += b" SIZE=%d" % envelope.size
         if envelope.eight_bit and b"8BITMIME" in caps:
             params += b" BODY=8BITMIME"
         if envelope.international:
@@ -819,7 +819,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def smtpState_data(self, code: int, resp: bytes) -> None:  # noqa: N802
         self._stage("message")
-        self._note(b"C: <%d bytes of message data>" % len(self._current().data))
+        self._note(b"C: <%d bytes of message data>" % self._current().size)
         self._expected = _SUCCESS_CODES
         self._okresponse = self._final_reply
         self._failresponse = self._final_reply
@@ -827,8 +827,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         # one write and one reactor turn fewer per message.
         self._quit_pipelined = self._quit_after and b"PIPELINING" in self._capabilities
         trailer = b"QUIT\r\n" if self._quit_pipelined else b""
-        chunks = iter_encoded(self._current().data, trailer=trailer)
-        if len(self._current().data) <= CHUNK_SIZE:
+        chunks = iter_encoded(self._current().parts, trailer=trailer)
+        if self._current().size <= CHUNK_SIZE:
             # One chunk: write it now rather than through a producer's extra loop turn.
             self.transport.write(next(chunks))
             self._data_written()

@@ -8,7 +8,7 @@ the first line too, so the data cannot end early.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 __all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "iter_encoded"]
 
@@ -57,21 +57,32 @@ class DataEncoder:
         return tail + b".\r\n"
 
 
-def iter_encoded(data: bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b"") -> Iterator[bytes]:
-    """Yield the wire form of ``data`` in pieces, the terminator (and then
-    ``trailer``, e.g. a pipelined command) joined to the last.
+def iter_encoded(
+    parts: Iterable[bytes] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
+) -> Iterator[bytes]:
+    """Yield the wire form of ``parts`` (one message, in pieces of any size) in
+    chunks of at least ``chunk_size`` bytes but the last, which carries the
+    terminator (and then ``trailer``, e.g. a pipelined command).
 
-    Joining the terminator to the last piece saves a separate tiny write, which
+    Joining the terminator to the last chunk saves a separate tiny write, which
     on a connection without TCP_NODELAY would wait for a delayed ACK.
     """
+    if isinstance(parts, bytes | bytearray | memoryview):
+        parts = (bytes(parts),)
     encoder = DataEncoder()
-    view = memoryview(data)
-    pending = b""
-    for start in range(0, len(view), chunk_size):
-        if pending:
-            yield pending
-        pending = encoder.encode(bytes(view[start : start + chunk_size]))
-    yield pending + encoder.finish() + trailer
+    pending: list[bytes] = []
+    pending_size = 0
+    for part in parts:
+        view = memoryview(part)
+        for start in range(0, len(view), chunk_size):
+            piece = encoder.encode(bytes(view[start : start + chunk_size]))
+            pending.append(piece)
+            pending_size += len(piece)
+            if pending_size >= chunk_size:
+                yield b"".join(pending)
+                pending, pending_size = [], 0
+    pending.append(encoder.finish() + trailer)
+    yield b"".join(pending)
 
 
 def encode_data(data: bytes) -> bytes:

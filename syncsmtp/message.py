@@ -11,7 +11,6 @@ import copy
 import email.generator
 import email.message
 import email.utils
-import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,16 +33,24 @@ _BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>
 class Envelope:
     """What goes on the wire: envelope sender, recipients and the message bytes.
 
+    The message is kept as the ``parts`` it was serialised in, so that a large
+    message is not copied once more into one piece; ``size`` is their total.
     ``international`` is True when an address is not ASCII, so the server must
     offer SMTPUTF8; ``eight_bit`` is True when the data has bytes above 127.
     """
 
     sender: str
     recipients: tuple[str, ...]
-    data: bytes
+    parts: tuple[bytes, ...]
+    size: int
     message_id: str | None
     international: bool
     eight_bit: bool
+
+    @property
+    def data(self) -> bytes:
+        """The whole message in one piece (a copy: for small messages and tests)."""
+        return b"".join(self.parts)
 
 
 def prepare_message(
@@ -72,7 +79,7 @@ def prepare_message(
                 "a message given as bytes or str needs sender= and recipients=; "
                 "or pass an email.message.EmailMessage, whose headers give the envelope"
             )
-        return _envelope(sender, explicit_recipients, bytes(message), message_id=None)
+        return _envelope(sender, explicit_recipients, [bytes(message)], message_id=None)
     raise MessageError(
         f"message must be an email.message.EmailMessage, bytes or str, not {type(message).__name__}"
     )
@@ -119,15 +126,15 @@ def _prepare_email(
     del stripped["Bcc"]
     del stripped["Resent-Bcc"]
     international = not (sender.isascii() and all(r.isascii() for r in recipients))
-    data = _flatten(stripped, international)
-    extra = b""
+    parts = _PartsWriter()
     if stripped["Date"] is None:
-        extra += b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n"
+        parts.write(b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n")
     message_id = stripped["Message-ID"]
     if message_id is None:
         message_id = email.utils.make_msgid(domain=_message_id_domain(sender))
-        extra += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
-    return _envelope(sender, recipients, extra + data, message_id=str(message_id).strip())
+        parts.write(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
+    _flatten(stripped, international, parts)
+    return _envelope(sender, recipients, parts.parts, message_id=str(message_id).strip())
 
 
 def _message_id_domain(sender: str) -> str:
@@ -152,16 +159,45 @@ def _header_addresses(values: list[Any]) -> list[str]:
     return found
 
 
-def _flatten(message: email.message.Message, international: bool) -> bytes:
+class _PartsWriter:
+    """A file for BytesGenerator that keeps what it is given, uncopied; small
+    writes (headers, short lines) are gathered into larger parts."""
+
+    _GATHER = 64 * 1024
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self._small = bytearray()
+
+    def write(self, data: bytes) -> int:
+        if len(data) < self._GATHER:
+            self._small += data
+            if len(self._small) >= self._GATHER:
+                self._flush()
+        else:
+            self._flush()
+            self.parts.append(bytes(data))
+        return len(data)
+
+    def _flush(self) -> None:
+        if self._small:
+            self.parts.append(bytes(self._small))
+            self._small = bytearray()
+
+    def close(self) -> list[bytes]:
+        self._flush()
+        return self.parts
+
+
+def _flatten(message: email.message.Message, international: bool, out: _PartsWriter) -> None:
     policy: Any = message.policy.clone(linesep="\r\n")
     if international:
         policy = policy.clone(utf8=True)
-    buffer = io.BytesIO()
     try:
-        email.generator.BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(message)
+        email.generator.BytesGenerator(out, mangle_from_=False, policy=policy).flatten(message)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise MessageError(f"message cannot be serialised: {exc}") from exc
-    return buffer.getvalue()
+    out.close()
 
 
 def _check_headers(message: email.message.Message) -> None:
@@ -198,7 +234,7 @@ def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
 
 
 def _envelope(
-    sender: str, recipients: list[str], data: bytes, message_id: str | None
+    sender: str, recipients: list[str], parts: list[bytes], message_id: str | None
 ) -> Envelope:
     envelope_sender = _address(sender, "sender", allow_empty=True)
     envelope_recipients = tuple(_address(r, "recipient") for r in recipients)
@@ -210,8 +246,9 @@ def _envelope(
     return Envelope(
         sender=envelope_sender,
         recipients=envelope_recipients,
-        data=data,
+        parts=tuple(parts),
+        size=sum(len(part) for part in parts),
         message_id=message_id,
         international=international,
-        eight_bit=not data.isascii(),
+        eight_bit=not all(part.isascii() for part in parts),
     )
