@@ -11,6 +11,7 @@ import copy
 import email.generator
 import email.message
 import email.utils
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,8 +34,8 @@ _BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>
 class Envelope:
     """What goes on the wire: envelope sender, recipients and the message bytes.
 
-    The message is kept as the ``parts`` it was serialised in, so that a large
-    message is not copied once more into one piece; ``size`` is their total.
+    The message is kept as ``parts`` (as given or as serialised, never joined
+    into one more copy); ``size`` is their total length.
     ``international`` is True when an address is not ASCII, so the server must
     offer SMTPUTF8; ``eight_bit`` is True when the data has bytes above 127.
     """
@@ -126,15 +127,16 @@ def _prepare_email(
     del stripped["Bcc"]
     del stripped["Resent-Bcc"]
     international = not (sender.isascii() and all(r.isascii() for r in recipients))
-    parts = _PartsWriter()
+    # Added headers go first into the same buffer: no copy of the whole message later.
+    buffer = io.BytesIO()
     if stripped["Date"] is None:
-        parts.write(b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n")
+        buffer.write(b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n")
     message_id = stripped["Message-ID"]
     if message_id is None:
         message_id = email.utils.make_msgid(domain=_message_id_domain(sender))
-        parts.write(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
-    _flatten(stripped, international, parts)
-    return _envelope(sender, recipients, parts.parts, message_id=str(message_id).strip())
+        buffer.write(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
+    _flatten(stripped, international, buffer)
+    return _envelope(sender, recipients, [buffer.getvalue()], message_id=str(message_id).strip())
 
 
 def _message_id_domain(sender: str) -> str:
@@ -159,37 +161,7 @@ def _header_addresses(values: list[Any]) -> list[str]:
     return found
 
 
-class _PartsWriter:
-    """A file for BytesGenerator that keeps what it is given, uncopied; small
-    writes (headers, short lines) are gathered into larger parts."""
-
-    _GATHER = 64 * 1024
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self._small = bytearray()
-
-    def write(self, data: bytes) -> int:
-        if len(data) < self._GATHER:
-            self._small += data
-            if len(self._small) >= self._GATHER:
-                self._flush()
-        else:
-            self._flush()
-            self.parts.append(bytes(data))
-        return len(data)
-
-    def _flush(self) -> None:
-        if self._small:
-            self.parts.append(bytes(self._small))
-            self._small = bytearray()
-
-    def close(self) -> list[bytes]:
-        self._flush()
-        return self.parts
-
-
-def _flatten(message: email.message.Message, international: bool, out: _PartsWriter) -> None:
+def _flatten(message: email.message.Message, international: bool, out: io.BytesIO) -> None:
     policy: Any = message.policy.clone(linesep="\r\n")
     if international:
         policy = policy.clone(utf8=True)
@@ -197,7 +169,6 @@ def _flatten(message: email.message.Message, international: bool, out: _PartsWri
         email.generator.BytesGenerator(out, mangle_from_=False, policy=policy).flatten(message)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise MessageError(f"message cannot be serialised: {exc}") from exc
-    out.close()
 
 
 def _check_headers(message: email.message.Message) -> None:
