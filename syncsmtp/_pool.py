@@ -108,6 +108,12 @@ class SessionPool:
     def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
         self._busy.discard(session)
         request.session = None
+        # Park the session first: the outcome's callbacks may queue the next message.
+        if session.idle:
+            if self._closing:
+                session.quit()
+            else:
+                self._park(session)
         if self._worth_retrying(outcome, session, request):
             request.retried = True
             request.progress.stage = "connect"
@@ -117,11 +123,6 @@ class SessionPool:
                 request.done.errback(outcome)
             else:
                 request.done.callback(outcome)
-        if session.idle:
-            if self._closing:
-                session.quit()
-            else:
-                self._park(session)
         self._dispatch()
 
     def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> bool:
