@@ -29,6 +29,8 @@ __all__ = ["DEFAULT_IDLE_TIMEOUT", "Mailer"]
 #: How long a connection may stay unused before it is closed, in seconds.
 DEFAULT_IDLE_TIMEOUT = 30.0
 _BACKOFF_CAP = 60.0
+#: How long close() waits for the connections to QUIT, by default.
+_CLOSE_SECONDS = 10.0
 #: At interpreter exit, how long open Mailers may take to QUIT.
 _EXIT_CLOSE_SECONDS = 2.0
 
@@ -60,7 +62,6 @@ def _install_exit_hook() -> None:
         except RuntimeError:  # the interpreter is already shutting down
             return
         _exit_hook_installed = True
-_CLOSE_SECONDS = 10.0
 
 
 def _new_pool(reactor: Any, policy: Policy, size: int, idle_timeout: float) -> SessionPool:
