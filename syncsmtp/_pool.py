@@ -55,6 +55,7 @@ class SessionPool:
     _waiting: deque[_Request] = field(default_factory=deque)
     _idle_timers: dict[SMTPClientProtocol, Any] = field(default_factory=dict)
     _sessions: set[SMTPClientProtocol] = field(default_factory=set)
+    _expired: set[SMTPClientProtocol] = field(default_factory=set)
     _closing: bool = False
 
     # -- sending -------------------------------------------------------------------------
@@ -148,12 +149,31 @@ class SessionPool:
             self._fail_oldest(Failure(error))
             return
         self._sessions.add(session)
+        # A session stuck in set-up (no greeting, a stalled handshake) must not
+        # hold a place in the pool for ever.
+        setup_timer = self.reactor.callLater(self._connect_timeout(), self._setup_expired, session)
+
+        def stop_setup_timer(outcome: Any) -> Any:
+            if setup_timer.active():
+                setup_timer.cancel()
+            return outcome
+
+        session.ready.addBoth(stop_setup_timer)
         session.ready.addCallbacks(self._ready, self._setup_failed, errbackArgs=(session,))
         session.closed.addCallback(lambda _: self._forget(session))
 
     def _connect_timeout(self) -> float:
         waiting = [request.timeout for request in self._waiting]
         return max(waiting) if waiting else 30.0
+
+    def _setup_expired(self, session: SMTPClientProtocol) -> None:
+        if not session.ready.called:
+            # The messages that were waiting for it have deadlines of their own.
+            self._expired.add(session)
+            if session.transport is not None:
+                session.abort_for_deadline()
+            else:
+                session.ready.errback(Failure(SMTPError("connecting took too long", stage="connect")))
 
     def _ready(self, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
@@ -166,9 +186,12 @@ class SessionPool:
     def _setup_failed(self, reason: Failure, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
         self._sessions.discard(session)
-        # The waiting message that asked for this connection gets its error;
-        # the others get connections of their own.
-        self._fail_oldest(reason)
+        if session in self._expired:
+            self._expired.discard(session)
+        else:
+            # The server's refusal goes to the waiting message that asked for
+            # this connection; the others get connections of their own.
+            self._fail_oldest(reason)
         self._dispatch()
 
     def _fail_oldest(self, reason: Failure) -> None:

@@ -295,3 +295,12 @@ def test_exit_does_not_hang_when_the_server_stalls_quit(smtp_server: SMTPTestSer
     out = subprocess.run([sys.executable, str(script), str(smtp_server.port), str(smtp_server.ca_file)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_connection_stalled_in_set_up_does_not_take_a_place_for_ever(smtp_server: SMTPTestServer) -> None:
+    smtp_server.stall("greeting")
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
+        with pytest.raises(syncsmtp.SendTimeout):
+            mailer.send(make_message("stalled"), timeout=1)
+        smtp_server.clear_faults()
+        assert mailer.send(make_message("after"), timeout=10).reply.code == 250
