@@ -304,3 +304,23 @@ def test_a_connection_stalled_in_set_up_does_not_take_a_place_for_ever(smtp_serv
             mailer.send(make_message("stalled"), timeout=1)
         smtp_server.clear_faults()
         assert mailer.send(make_message("after"), timeout=10).reply.code == 250
+
+
+def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
+    import signal
+
+    smtp_server.stall("rcpt")
+    main = threading.get_ident()
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                mailer.send_many([make_message(f"m{i}") for i in range(10)], timeout=30)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 5
+        smtp_server.clear_faults()
+        assert mailer.send(make_message("after"), timeout=10).reply.code == 250
+    assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
