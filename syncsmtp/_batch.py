@@ -57,15 +57,24 @@ class Batch:
         self._in_flight: dict[int, defer.Deferred[SendResult]] = {}
         self._delayed: dict[int, Any] = {}
         self._cancelled = False
+        self._filling = False
         self.retried = 0
 
     def start(self) -> None:
         self._fill()
 
     def _fill(self) -> None:
-        while self._items and len(self._in_flight) + len(self._delayed) < self._window:
-            index, envelope = self._items.pop()
-            self._schedule(index, envelope, attempt=0, delay=0.0)
+        # A send can fail at once and call back into _fill; the loop below
+        # picks that up, instead of recursing once per message.
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            while self._items and len(self._in_flight) + len(self._delayed) < self._window:
+                index, envelope = self._items.pop()
+                self._schedule(index, envelope, attempt=0, delay=0.0)
+        finally:
+            self._filling = False
 
     def _schedule(self, index: int, envelope: Envelope, attempt: int, delay: float) -> None:
         if self._interval:

@@ -324,3 +324,17 @@ def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
         smtp_server.clear_faults()
         assert mailer.send(make_message("after"), timeout=10).reply.code == 250
     assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
+
+
+def test_send_many_with_every_message_failing_at_once() -> None:
+    """A thousand failures (nothing listens) must not recurse per message."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    policy = syncsmtp.Policy(host="127.0.0.1", port=port, tls="none")
+    with syncsmtp.Mailer(policy, connections=2) as mailer:
+        report = mailer.send_many([make_message(f"m{i}") for i in range(1000)], timeout=10)
+    assert report.sent == 0 and len(report.failed) == 1000
+    assert all(isinstance(error, syncsmtp.ConnectError) for _, error in report.failed)
