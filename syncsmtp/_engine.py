@@ -552,13 +552,21 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         if initial is not None:
             self._expected = [235, 334]
             self._okresponse = self.smtpState_maybeAuthenticated
-            self._failresponse = self.esmtpAUTHDeclined
+            self._failresponse = self._initial_response_refused
             self.sendLine(b"AUTH " + name.encode("ascii") + b" " + base64.b64encode(initial))
         else:
             self._expected = [334]
             self._okresponse = self.esmtpState_challenge
             self._failresponse = self.esmtpAUTHServerError
             self.sendLine(b"AUTH " + name.encode("ascii"))
+
+    def _initial_response_refused(self, code: int, resp: bytes) -> None:
+        # With the credentials in the AUTH command itself, 504 (mechanism not
+        # supported) is still a refusal of the command, not of the credentials.
+        if code == 504:
+            self.esmtpAUTHServerError(code, resp)
+        else:
+            self.esmtpAUTHDeclined(code, resp)
 
     def _authResponse(self, auth: Any, challenge: bytes) -> None:  # noqa: N802
         self._failresponse = self.esmtpAUTHDeclined
@@ -649,11 +657,13 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         data when the server allows)."""
         assert self.idle, "transact() needs an idle session"
         if self.transactions:
+            # Later messages on a reused session: their own transcript and time;
+            # the first one's include connecting, TLS and AUTH.
             self._transcript = []
+            self._started = self._reactor.seconds()
         self.transactions += 1
         self._envelope, self._progress, self._done = envelope, progress, done
         self._quit_after = quit_after
-        self._started = self._reactor.seconds()
         self._accepted, self._refused = [], {}
         self._awaiting, self._mail_reply = 0, None
         if not self._needs_rset:
@@ -792,10 +802,13 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     def _pipelined_data_reply(self, code: int, resp: bytes) -> None:
         assert self._mail_reply is not None
         error: SMTPError | None = None
+        # Stages as in lock-step, though the replies are judged only now.
         if not 200 <= self._mail_reply.code < 300:
             error = self._sender_error(self._mail_reply)
+            error.stage = "mail"
         elif not self._accepted:
             error = self._recipients_error()
+            error.stage = "rcpt"
         if error is None:
             if code == 354:
                 self.smtpState_data(code, resp)

@@ -137,9 +137,12 @@ def _current_loop() -> _Loop:
 def in_reactor_thread() -> bool:
     """Whether the caller is the reactor thread (where blocking would deadlock)."""
     loop = _loop
-    if loop is None or loop.pid != os.getpid():
-        return False
-    return threading.get_ident() == _reactor_thread
+    if loop is not None and loop.pid == os.getpid() and _reactor_thread is not None:
+        return threading.get_ident() == _reactor_thread
+    # Nothing of ours ran there yet (or this is a forked child): ask Twisted,
+    # if it is loaded at all.
+    threadable = sys.modules.get("twisted.python.threadable")
+    return bool(threadable is not None and threadable.isInIOThread())
 
 
 def check_caller() -> None:

@@ -63,7 +63,8 @@ class Policy:
     that offers no usable mechanism is then an error rather than an
     unauthenticated send. ``auth_mechanisms`` is the order to prefer
     (default: CRAM-MD5, PLAIN, LOGIN). ``helo_fallback`` allows HELO when EHLO
-    is refused, and is ignored whenever TLS or authentication is required.
+    is refused; it is ignored when STARTTLS or authentication is required
+    (with implicit TLS the connection is already encrypted, so it applies).
 
     The password never appears in ``repr()`` or ``str()``.
     """

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 __all__ = ["Reply", "SendReport", "SendResult", "TLSInfo"]
 
@@ -95,6 +96,14 @@ class SendResult:
     def __post_init__(self) -> None:
         # Read-only, so a result shared between threads cannot be altered.
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A read-only mapping does not pickle; multiprocessing needs results to.
+        return (
+            SendResult,
+            (self.accepted, dict(self.refused), self.reply, self.message_id, self.elapsed,
+             self.tls, self.auth_mechanism, self.host, self.port, self.transcript),
+        )
 
     def _rows(self) -> list[tuple[str, str]]:
         rows = [

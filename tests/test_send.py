@@ -630,3 +630,64 @@ def test_non_ascii_address_needs_smtputf8(smtp_server: SMTPTestServer) -> None:
         syncsmtp.send(make_message(to="jürgen@example.com"), smtp_server.policy(), timeout=10)
     assert smtp_server.outbox == []
     assert not any(line.startswith(b"MAIL") for conn in smtp_server.commands for line in conn)
+
+
+def test_first_send_from_the_reactor_thread_is_refused_and_sends_nothing(tmp_path: Any) -> None:
+    """Even before syncsmtp ran anything there, a send in the reactor thread is a RuntimeError."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "first_in_reactor.py"
+    script.write_text(
+        "import threading, crochet\n"
+        "crochet.no_setup()\n"
+        "from twisted.internet import reactor\n"
+        "import syncsmtp\n"
+        "outcome = []\n"
+        "def inside():\n"
+        "    try:\n"
+        "        syncsmtp.send(b'x', syncsmtp.Policy(host='127.0.0.1', port=9, tls='none'),\n"
+        "                      sender='a@example.com', recipients=['b@example.com'], timeout=2)\n"
+        "    except RuntimeError as exc:\n"
+        "        outcome.append('RuntimeError')\n"
+        "    except Exception as exc:\n"
+        "        outcome.append(type(exc).__name__)\n"
+        "    reactor.stop()\n"
+        "reactor.callWhenRunning(inside)\n"
+        "reactor.run(installSignalHandlers=False)\n"
+        "print(outcome[0])\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "RuntimeError", out.stderr
+
+
+def test_results_pickle(smtp_server: SMTPTestServer) -> None:
+    import pickle
+
+    smtp_server.refuse_recipient("gone@example.com")
+    result = syncsmtp.send(make_message(to="bob@example.com, gone@example.com"), smtp_server.policy(),
+                           timeout=10)
+    copy = pickle.loads(pickle.dumps(result))
+    assert copy == result and copy.refused["gone@example.com"].code == 550
+    assert copy.transcript == result.transcript
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_refusal_stages_are_the_same_with_and_without_pipelining(
+    smtp_server_factory: ServerFactory, pipelining: bool
+) -> None:
+    server = smtp_server_factory(extensions=("PIPELINING",) if pipelining else ())
+    server.fail("mail", 553, "5.7.1 No", times=1)
+    with pytest.raises(syncsmtp.SenderRefused) as sender:
+        syncsmtp.send(make_message(), server.policy(), timeout=10)
+    server.refuse_recipient("bob@example.com")
+    with pytest.raises(syncsmtp.RecipientsRefused) as recipients:
+        syncsmtp.send(make_message(), server.policy(), timeout=10)
+    assert (sender.value.stage, recipients.value.stage) == ("mail", "rcpt")
+
+
+def test_auth_plain_with_unsupported_mechanism_reply_is_a_server_error(smtp_server: SMTPTestServer) -> None:
+    smtp_server.fail("auth", 504, "5.5.4 Unrecognized authentication type")
+    with pytest.raises(syncsmtp.AuthServerError):
+        syncsmtp.send(make_message(), smtp_server.policy(auth_mechanisms=("PLAIN",)), timeout=10)
+
