@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "iter_encoded"]
+__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "encoded_size", "iter_encoded"]
 
 #: How much input is encoded and written at a time.
 CHUNK_SIZE = 256 * 1024
@@ -45,6 +45,15 @@ class DataEncoder:
         self._at_line_start = text.endswith(b"\n")
         return text
 
+    def end_part(self) -> bytes:
+        """The end of one part of the message: a CR held back is a line break
+        of its own (the email package normalises each part by itself)."""
+        if not self._pending_cr:
+            return b""
+        self._pending_cr = False
+        self._at_line_start = True
+        return b"\r\n"
+
     def finish(self) -> bytes:
         """The end of the data: a final line break if needed, then ``.CRLF``."""
         tail = b""
@@ -57,12 +66,25 @@ class DataEncoder:
         return tail + b".\r\n"
 
 
+def _slices(part: bytes | str, size: int) -> Iterator[bytes]:
+    if isinstance(part, str):
+        for start in range(0, len(part), size):
+            yield part[start : start + size].encode("ascii")
+    elif len(part) <= size:
+        yield part
+    else:
+        view = memoryview(part)
+        for start in range(0, len(view), size):
+            yield bytes(view[start : start + size])
+
+
 def iter_encoded(
-    parts: Iterable[bytes] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
+    parts: Iterable[bytes | str] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
 ) -> Iterator[bytes]:
-    """Yield the wire form of ``parts`` (one message, in pieces of any size) in
-    chunks of at least ``chunk_size`` bytes but the last, which carries the
-    terminator (and then ``trailer``, e.g. a pipelined command).
+    """Yield the wire form of ``parts`` (one message, in pieces of any size:
+    bytes, or ASCII text encoded here, a slice at a time) in chunks of at
+    least ``chunk_size`` bytes but the last, which carries the terminator (and
+    then ``trailer``, e.g. a pipelined command).
 
     Joining the terminator to the last chunk saves a separate tiny write, which
     on a connection without TCP_NODELAY would wait for a delayed ACK.
@@ -73,16 +95,27 @@ def iter_encoded(
     pending: list[bytes] = []
     pending_size = 0
     for part in parts:
-        view = memoryview(part)
-        for start in range(0, len(view), chunk_size):
-            piece = encoder.encode(bytes(view[start : start + chunk_size]))
-            pending.append(piece)
-            pending_size += len(piece)
+        for piece in _slices(part, chunk_size):
+            encoded = encoder.encode(piece)
+            pending.append(encoded)
+            pending_size += len(encoded)
             if pending_size >= chunk_size:
                 yield b"".join(pending)
                 pending, pending_size = [], 0
+        pending.append(encoder.end_part())
     pending.append(encoder.finish() + trailer)
     yield b"".join(pending)
+
+
+def encoded_size(part: bytes | str) -> int:
+    """How long ``part`` is with every line break a CRLF (before dot-stuffing,
+    as SIZE counts a message)."""
+    if isinstance(part, str):  # counted as it is: encoding would copy a large body
+        crlf, lf, cr = part.count("\r\n"), part.count("\n"), part.count("\r")
+    else:
+        crlf, lf, cr = part.count(b"\r\n"), part.count(b"\n"), part.count(b"\r")
+    # Each bare LF or bare CR becomes two bytes.
+    return len(part) + (lf - crlf) + (cr - crlf)
 
 
 def encode_data(data: bytes) -> bytes:

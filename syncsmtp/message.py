@@ -7,16 +7,16 @@ not a message, all raise :class:`~syncsmtp.MessageError`.
 
 from __future__ import annotations
 
-import copy
-import email.generator
 import email.message
 import email.utils
-import io
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ._serialize import Part, serialize
+from ._wire import encoded_size
 from .errors import MessageError
 
 __all__ = ["Envelope", "MessageInput", "prepare_message"]
@@ -35,14 +35,16 @@ class Envelope:
     """What goes on the wire: envelope sender, recipients and the message bytes.
 
     The message is kept as ``parts`` (as given or as serialised, never joined
-    into one more copy); ``size`` is their total length.
+    into one more copy): bytes, or ASCII text (a body as the email package
+    holds it) that is encoded only as it is sent. ``size`` is their total
+    length with every line break a CRLF, as SIZE counts it.
     ``international`` is True when an address is not ASCII, so the server must
     offer SMTPUTF8; ``eight_bit`` is True when the data has bytes above 127.
     """
 
     sender: str
     recipients: tuple[str, ...]
-    parts: tuple[bytes, ...]
+    parts: tuple[Part, ...]
     size: int
     message_id: str | None
     international: bool
@@ -51,7 +53,7 @@ class Envelope:
     @property
     def data(self) -> bytes:
         """The whole message in one piece (a copy: for small messages and tests)."""
-        return b"".join(self.parts)
+        return b"".join(part if isinstance(part, bytes) else part.encode("ascii") for part in self.parts)
 
 
 def prepare_message(
@@ -98,18 +100,19 @@ def _prepare_email(
     message: email.message.Message, sender: str | None, recipients: list[str] | None
 ) -> Envelope:
     _check_headers(message)
-    resent = message.get_all("Resent-Date")
+    headers = _envelope_headers(message)
+    resent = headers.get("resent-date")
     if resent is not None and len(resent) > 1:
         raise MessageError("message has more than one Resent- header block; pass sender= and recipients=")
-    prefix = "Resent-" if resent else ""
+    prefix = "resent-" if resent else ""
     if sender is None:
-        sender_header = message[prefix + "Sender"] or message[prefix + "From"]
+        sender_header = _first(headers, prefix + "sender") or _first(headers, prefix + "from")
         if sender_header is None:
             raise MessageError("message has no From header; set one or pass sender=")
         addresses = _header_addresses([sender_header])
         if len(addresses) != 1 or not addresses[0]:
             raise MessageError(
-                f"cannot take one sender address from {prefix}From {str(sender_header)!r}; "
+                f"cannot take one sender address from {prefix.title()}From {str(sender_header)!r}; "
                 "add a Sender header or pass sender="
             )
         sender = addresses[0]
@@ -117,26 +120,66 @@ def _prepare_email(
         recipients = [
             address
             for address in _header_addresses(
-                [value for name in ("To", "Cc", "Bcc") for value in message.get_all(prefix + name) or []]
+                [value for name in ("to", "cc", "bcc") for value in headers.get(prefix + name, ())]
             )
             if address
         ]
 
-    stripped = copy.copy(message)
-    # Message.__delitem__ builds a new header list, so the caller's is untouched.
-    del stripped["Bcc"]
-    del stripped["Resent-Bcc"]
     international = not (sender.isascii() and all(r.isascii() for r in recipients))
-    # Added headers go first into the same buffer: no copy of the whole message later.
-    buffer = io.BytesIO()
-    if stripped["Date"] is None:
-        buffer.write(b"Date: " + email.utils.formatdate(localtime=True).encode("ascii") + b"\r\n")
-    message_id = stripped["Message-ID"]
+    added = b""
+    if "date" not in headers:
+        added += b"Date: " + _current_date() + b"\r\n"
+    message_id = _first(headers, "message-id")
     if message_id is None:
         message_id = email.utils.make_msgid(domain=_message_id_domain(sender))
-        buffer.write(b"Message-ID: " + message_id.encode("ascii") + b"\r\n")
-    _flatten(stripped, international, buffer)
-    return _envelope(sender, recipients, [buffer.getvalue()], message_id=str(message_id).strip())
+        added += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
+    try:
+        parts = serialize(message, utf8=international, skip=_NOT_SENT)
+    except (ValueError, TypeError, UnicodeError) as exc:
+        raise MessageError(f"message cannot be serialised: {exc}") from exc
+    if added:
+        parts.insert(0, added)
+    return _envelope(sender, recipients, parts, message_id=str(message_id).strip())
+
+
+# Headers the envelope is taken from, and the ones checked for being present.
+_ENVELOPE_HEADERS = frozenset(
+    {"sender", "from", "to", "cc", "bcc", "date", "message-id"}
+    | {"resent-" + name for name in ("date", "sender", "from", "to", "cc", "bcc")}
+)
+# Kept out of the data: the envelope carries them.
+_NOT_SENT = frozenset({"bcc", "resent-bcc"})
+
+
+def _envelope_headers(message: email.message.Message) -> dict[str, list[Any]]:
+    """The top-level headers the envelope needs, by lower-case name, as
+    ``message.get_all`` gives them (in one pass over the headers)."""
+    found: dict[str, list[Any]] = {}
+    fetch = message.policy.header_fetch_parse
+    for name, value in message.raw_items():
+        key = name.lower()
+        if key in _ENVELOPE_HEADERS:
+            found.setdefault(key, []).append(fetch(name, value))
+    return found
+
+
+def _first(headers: dict[str, list[Any]], name: str) -> Any:
+    values = headers.get(name)
+    return values[0] if values else None
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _current_date() -> bytes:
+    """``formatdate(localtime=True)``, made once a second (it has no finer resolution)."""
+    global _date_cache
+    now = int(time.time())
+    second, text = _date_cache
+    if second != now:
+        text = email.utils.formatdate(now, localtime=True).encode("ascii")
+        _date_cache = (now, text)
+    return text
 
 
 def _message_id_domain(sender: str) -> str:
@@ -161,19 +204,9 @@ def _header_addresses(values: list[Any]) -> list[str]:
     return found
 
 
-def _flatten(message: email.message.Message, international: bool, out: io.BytesIO) -> None:
-    policy: Any = message.policy.clone(linesep="\r\n")
-    if international:
-        policy = policy.clone(utf8=True)
-    try:
-        email.generator.BytesGenerator(out, mangle_from_=False, policy=policy).flatten(message)
-    except (ValueError, TypeError, UnicodeError) as exc:
-        raise MessageError(f"message cannot be serialised: {exc}") from exc
-
-
 def _check_headers(message: email.message.Message) -> None:
     for part in message.walk():
-        for name, value in part.items():
+        for name, value in part.raw_items():
             if not isinstance(name, str) or not name or _ADDRESS_FORBIDDEN.search(name) or ":" in name:
                 raise MessageError(f"header name {name!r} is not valid")
             if _BAD_LINE_BREAK.search(str(value)):
@@ -205,7 +238,7 @@ def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
 
 
 def _envelope(
-    sender: str, recipients: list[str], parts: list[bytes], message_id: str | None
+    sender: str, recipients: list[str], parts: list[Part], message_id: str | None
 ) -> Envelope:
     envelope_sender = _address(sender, "sender", allow_empty=True)
     envelope_recipients = tuple(_address(r, "recipient") for r in recipients)
@@ -218,7 +251,7 @@ def _envelope(
         sender=envelope_sender,
         recipients=envelope_recipients,
         parts=tuple(parts),
-        size=sum(len(part) for part in parts),
+        size=sum(encoded_size(part) for part in parts),
         message_id=message_id,
         international=international,
         eight_bit=not all(part.isascii() for part in parts),
