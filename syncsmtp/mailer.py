@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import queue
 import threading
 import time
 import weakref
@@ -33,6 +32,10 @@ _BACKOFF_CAP = 60.0
 _CLOSE_SECONDS = 10.0
 #: At interpreter exit, how long open Mailers may take to QUIT.
 _EXIT_CLOSE_SECONDS = 2.0
+# How often send_many looks at a batch's progress: to move a progress bar, and
+# otherwise to notice a batch that went quiet.
+_BAR_SECONDS = 0.1
+_CHECK_SECONDS = 1.0
 
 # Mailers still open, closed politely at interpreter exit.
 _open_mailers: weakref.WeakSet[Mailer] = weakref.WeakSet()
@@ -83,13 +86,38 @@ def _start_batch(reactor: Any, pool: SessionPool, items: Any, timeout: float, wi
     from ._batch import Batch
 
     batch = Batch(reactor, pool, items, timeout=timeout, window=window, rate=rate, retries=retries,
-                  backoff=backoff, backoff_cap=backoff_cap, report=lambda i, o: report((i, o)))
+                  backoff=backoff, backoff_cap=backoff_cap, report=report)
     batch.start()
     return batch
 
 
 def _cancel_batch(reactor: Any, batch: Batch) -> None:
     batch.cancel()
+
+
+class _Outcomes:
+    """Where the reactor thread leaves each message's outcome of a batch. The
+    waiting caller is woken once, when the last is in, not once per message:
+    a thread switch per message would cost more than the rest of its work."""
+
+    def __init__(self, results: list[SendResult | Exception | None], expected: int) -> None:
+        self._results = results
+        self._expected = expected
+        self.count = 0
+        self._all_in = threading.Lock()
+        if expected:
+            self._all_in.acquire()
+
+    def put(self, index: int, outcome: SendResult | Exception) -> None:
+        """Called in the reactor thread, once per message."""
+        self._results[index] = outcome
+        self.count += 1
+        if self.count == self._expected:
+            self._all_in.release()
+
+    def wait(self, seconds: float) -> bool:
+        """Whether every outcome is in, waiting up to ``seconds`` for it."""
+        return self._all_in.acquire(timeout=seconds)
 
 
 def _progress_bar(wanted: bool, total: int, done: int) -> Any:
@@ -211,7 +239,7 @@ class Mailer:
                 results.append(error)
         _reactor.check_caller()
         pool = self._current_pool()
-        outcomes: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
+        outcomes = _Outcomes(results, len(items))
         batch = _reactor.run(
             _start_batch, pool, items, deadline, self.connections * 2, rate, retries, backoff,
             _BACKOFF_CAP, outcomes.put, timeout=30,
@@ -219,24 +247,27 @@ class Mailer:
         bar = _progress_bar(progress, len(results), len(results) - len(items))
         # Each message ends within its deadline; a whole backoff may come before a retry.
         quiet_limit = deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0
-        pending = len(items)
+        shown = heard = 0
+        last_heard = time.monotonic()
         try:
-            while pending:
-                try:
-                    index, outcome = outcomes.get(timeout=quiet_limit)
-                except queue.Empty:
-                    break
-                results[index] = outcome
-                pending -= 1
+            while not outcomes.wait(_BAR_SECONDS if bar is not None else _CHECK_SECONDS):
+                now, count = time.monotonic(), outcomes.count
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(count - shown)
+                    shown = count
+                if count != heard:
+                    heard, last_heard = count, now
+                elif now - last_heard > quiet_limit:
+                    break
+            if bar is not None:
+                bar.update(outcomes.count - shown)
         except BaseException:
             _reactor.run(_cancel_batch, batch, timeout=10)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        if pending:
+        if outcomes.count < len(items):
             _reactor.run(_cancel_batch, batch, timeout=10)
             for index, result in enumerate(results):
                 if result is None:
