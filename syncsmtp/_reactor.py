@@ -5,6 +5,10 @@ importing syncsmtp starts no thread. An application that runs Twisted's
 reactor itself calls ``crochet.no_setup()`` before its first send, and
 syncsmtp then uses that reactor.
 
+crochet starts, stops and logs for the reactor thread; handing a call to it
+and waiting for the answer is done here, with one lock per call, because
+crochet's ``EventualResult`` costs about 20 µs more of each send's CPU.
+
 After ``os.fork()`` the child has the parent's reactor object but not its
 thread, and that object shares its epoll instance and wake-up pipe with the
 parent's. The child must never run it: on its first call it installs a fresh
@@ -19,13 +23,9 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 __all__ = ["ReactorUnavailable", "WaitTimedOut", "check_caller", "in_reactor_thread", "run"]
-
-T = TypeVar("T")
-
 
 class WaitTimedOut(Exception):
     """The reactor gave no answer within the caller's deadline (the work was cancelled)."""
@@ -35,11 +35,91 @@ class ReactorUnavailable(Exception):
     """The reactor has stopped (the interpreter is shutting down)."""
 
 
-@dataclass(frozen=True)
+class _Call:
+    """One function run in the reactor thread for a caller that blocks on it."""
+
+    __slots__ = ("_args", "_deferred", "_done", "_function", "_outcome", "_settled", "failed")
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self._function = function
+        self._args = args
+        self._settled = threading.Lock()
+        self._settled.acquire()
+        self._outcome: Any = None
+        self._deferred: Any = None
+        self._done = False  # only read and written in the reactor thread
+        self.failed = False
+
+    def run(self, reactor: Any) -> None:
+        """Reactor thread: call the function and settle with what it returns,
+        or, for a Deferred, with what that fires with."""
+        global _reactor_thread
+        _reactor_thread = threading.get_ident()
+        try:
+            result = self._function(reactor, *self._args)
+        except BaseException as error:  # raised again in the caller's thread
+            self.settle(error, failed=True)
+            return
+        if hasattr(result, "addCallbacks"):  # a Deferred
+            self._deferred = result
+            result.addCallbacks(self.settle, lambda failure: self.settle(failure.value, failed=True))
+        else:
+            self.settle(result)
+
+    def settle(self, outcome: Any, failed: bool = False) -> None:
+        """Reactor thread: the outcome, once; it wakes the caller."""
+        if not self._done:
+            self._done = True
+            self._outcome, self.failed = outcome, failed
+            self._settled.release()
+
+    def cancel(self) -> None:
+        """Reactor thread (queued after :meth:`run`): cancel the work; a
+        Deferred's canceller runs and the call settles with its failure."""
+        if self._deferred is not None and not self._deferred.called:
+            self._deferred.cancel()
+
+    def wait(self, timeout: float) -> bool:
+        return self._settled.acquire(timeout=timeout)
+
+    def outcome(self) -> Any:
+        if self.failed:
+            raise self._outcome
+        return self._outcome
+
+
 class _Loop:
-    pid: int
-    reactor: Any
-    call: Callable[..., Any]  # crochet-wrapped trampoline returning an EventualResult
+    """A running reactor and the calls waiting on it."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.pid = os.getpid()
+        self.reactor = reactor
+        self._pending: set[_Call] = set()
+        self._stopped = False
+        # Before crochet's own shutdown work, so no caller waits on a reactor that is gone.
+        if reactor.running:
+            reactor.callFromThread(reactor.addSystemEventTrigger, "before", "shutdown", self._stop)
+        else:
+            reactor.addSystemEventTrigger("before", "shutdown", self._stop)
+
+    def _stop(self) -> None:
+        self._stopped = True
+        for call in list(self._pending):
+            call.settle(ReactorUnavailable(), failed=True)
+
+    def submit(self, call: _Call) -> None:
+        # Registered before the check: _stop either sees it or has set _stopped.
+        self._pending.add(call)
+        if self._stopped:
+            self._pending.discard(call)
+            raise ReactorUnavailable()
+        self.reactor.callFromThread(self._run, call)
+
+    def _run(self, call: _Call) -> None:
+        call.run(self.reactor)
+
+    def done(self, call: _Call) -> None:
+        self._pending.discard(call)
 
 
 _lock = threading.Lock()
@@ -62,19 +142,13 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _trampoline(function: Callable[..., T], *args: Any) -> T:
-    global _reactor_thread
-    _reactor_thread = threading.get_ident()
-    return function(*args)
-
-
 def _start_global_loop() -> _Loop:
     import crochet
-
-    crochet.setup()
     from twisted.internet import reactor
 
-    return _Loop(os.getpid(), reactor, crochet.run_in_reactor(_trampoline))
+    loop = _Loop(reactor)
+    crochet.setup()
+    return loop
 
 
 class _ExitWatch(threading.Thread):
@@ -115,8 +189,9 @@ def _start_fresh_loop() -> _Loop:
     event_loop = crochet.EventLoop(  # type: ignore[attr-defined]
         lambda: reactor, exit_watch.register, None, exit_watch, reapAllProcesses
     )
+    loop = _Loop(reactor)
     event_loop.setup()
-    return _Loop(os.getpid(), reactor, event_loop.run_in_reactor(_trampoline))
+    return loop
 
 
 def _current_loop() -> _Loop:
@@ -162,32 +237,28 @@ def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
     KeyboardInterrupt, the Deferred is cancelled in the reactor thread and
     :class:`WaitTimedOut` (or the KeyboardInterrupt) is raised.
     """
-    import crochet
-
     check_caller()
     loop = _current_loop()
-    eventual = loop.call(function, loop.reactor, *args)
+    call = _Call(function, args)
+    loop.submit(call)
     try:
-        return eventual.wait(timeout)
-    except crochet.TimeoutError:
-        _cancel(eventual)
-        raise WaitTimedOut() from None
-    except crochet.ReactorStopped:
-        raise ReactorUnavailable() from None
+        if not call.wait(timeout):
+            _cancel(loop, call)
+            raise WaitTimedOut()
     except KeyboardInterrupt:
-        _cancel(eventual)
+        _cancel(loop, call)
         raise
+    finally:
+        loop.done(call)
+    return call.outcome()
 
 
 #: How long a cancelled call may take to settle in the reactor.
 _SETTLE_SECONDS = 1.0
 
 
-def _cancel(eventual: Any) -> None:
-    """Cancel the reactor-side work and collect its outcome, so that crochet
-    does not later log the cancellation as an unhandled error."""
-    eventual.cancel()
-    try:
-        eventual.wait(_SETTLE_SECONDS)
-    except Exception:  # the outcome of cancelled work (or its time-out) is not news
-        return
+def _cancel(loop: _Loop, call: _Call) -> None:
+    """Cancel the reactor-side work and give it a moment to settle, so that
+    what it holds (a connection) is released before the caller goes on."""
+    loop.reactor.callFromThread(call.cancel)
+    call.wait(_SETTLE_SECONDS)

@@ -557,6 +557,38 @@ def test_an_application_reactor_can_be_handed_over(tmp_path: Any) -> None:
     assert out.stdout.split()[0] == "250"
 
 
+def test_a_reactor_that_stops_releases_a_blocked_send_at_once(tmp_path: Any) -> None:
+    """The application stops its reactor while a send waits on a silent server:
+    the send fails then, not when its 30 s deadline passes."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stop.py"
+    script.write_text(
+        "import socket, threading, time, crochet\n"
+        "crochet.no_setup()\n"
+        "from twisted.internet import reactor\n"
+        "threading.Thread(target=reactor.run, kwargs={'installSignalHandlers': False},"
+        " daemon=True).start()\n"
+        "import syncsmtp\n"
+        "silent = socket.socket()\n"
+        "silent.bind(('127.0.0.1', 0))\n"
+        "silent.listen(1)  # connects, never greets\n"
+        "policy = syncsmtp.Policy(host='127.0.0.1', port=silent.getsockname()[1], tls='none')\n"
+        "threading.Timer(0.5, reactor.callFromThread, (reactor.stop,)).start()\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    syncsmtp.send(b'x', policy, timeout=30, sender='a@example.com', recipients=['b@example.com'])\n"
+        "except syncsmtp.ConnectionLostError as error:\n"
+        "    print('lost', round(time.monotonic() - started, 1), error)\n"
+        "silent.close()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    word, seconds, *_ = out.stdout.split()
+    assert word == "lost" and float(seconds) < 10, out.stdout
+
+
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])
 def test_client_certificate(smtp_server_factory: ServerFactory, tls: str) -> None:
     server = smtp_server_factory(tls=tls, require_client_certificate=True)
