@@ -73,6 +73,7 @@ def serialize(
 
 
 def _generate(message: email.message.Message, policy: Any, skip: frozenset[str]) -> bytes:
+    message = _unshared(message)
     if skip:
         message = copy.copy(message)  # Message.__delitem__ leaves the caller's headers alone
         for name in skip:
@@ -80,6 +81,20 @@ def _generate(message: email.message.Message, policy: Any, skip: frozenset[str])
     buffer = io.BytesIO()
     email.generator.BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(message)
     return buffer.getvalue()
+
+
+def _unshared(message: email.message.Message) -> email.message.Message:
+    """``message``, or a copy of each part BytesGenerator would write a new
+    boundary into and of the parts above it (sharing all else)."""
+    payload = _payload(message)
+    changed = False
+    if isinstance(payload, list):
+        payload = [_unshared(part) if isinstance(part, email.message.Message) else part for part in payload]
+        changed = any(new is not old for new, old in zip(payload, _payload(message), strict=True))
+    if changed or (message.get_content_maintype() == "multipart" and not message.get_boundary()):
+        message = copy.copy(message)
+        message.set_payload(payload)
+    return message
 
 
 def _write(message: email.message.Message, policy: Any, out: list[Part], skip: frozenset[str]) -> None:
@@ -189,8 +204,8 @@ def _one_line(value: Any, maxlen: int) -> bytes | None:
     if (
         len(name) + 2 + len(text) > maxlen
         or not (text.isascii() and name.isascii())
-        or "\r" in text
-        or "\n" in text
+        or "\r" in name + text
+        or "\n" in name + text
     ):
         return None
     return f"{name}: {text}{_LINESEP}".encode("ascii")

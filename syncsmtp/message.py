@@ -7,11 +7,12 @@ not a message, all raise :class:`~syncsmtp.MessageError`.
 
 from __future__ import annotations
 
+import email.errors
 import email.message
 import email.utils
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,7 +136,9 @@ def _prepare_email(
         added += b"Message-ID: " + message_id.encode("ascii") + b"\r\n"
     try:
         parts = serialize(message, utf8=international, skip=_NOT_SENT)
-    except (ValueError, TypeError, UnicodeError) as exc:
+    # What the email package raises for a message whose structure it cannot
+    # write (a list payload under text/*, a str among a multipart's parts).
+    except (ValueError, TypeError, UnicodeError, AttributeError, email.errors.MessageError) as exc:
         raise MessageError(f"message cannot be serialised: {exc}") from exc
     if added:
         parts.insert(0, added)
@@ -205,7 +208,7 @@ def _header_addresses(values: list[Any]) -> list[str]:
 
 
 def _check_headers(message: email.message.Message) -> None:
-    for part in message.walk():
+    for part in _parts(message):
         for name, value in part.raw_items():
             if not isinstance(name, str) or not name or _ADDRESS_FORBIDDEN.search(name) or ":" in name:
                 raise MessageError(f"header name {name!r} is not valid")
@@ -214,6 +217,16 @@ def _check_headers(message: email.message.Message) -> None:
                     f"header {name} contains a CR or LF that does not start a folded line "
                     "(header injection); remove line breaks from header values"
                 )
+
+
+def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
+    """Every part, like ``Message.walk()``, but passing over a payload item that
+    is not a message (serialising it then fails with a MessageError)."""
+    yield message
+    payload = message.get_payload() if message.is_multipart() else None
+    for part in payload or ():
+        if isinstance(part, email.message.Message):
+            yield from _parts(part)
 
 
 def _address(address: str, role: str, *, allow_empty: bool = False) -> str:

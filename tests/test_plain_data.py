@@ -191,6 +191,19 @@ def test_no_recipients_and_wrong_type() -> None:
         prepare_message(42)  # type: ignore[arg-type]
 
 
+def test_a_message_the_email_package_cannot_write_is_a_message_error() -> None:
+    text_with_parts = make_message()
+    text_with_parts.set_payload([make_message()])  # a list of parts under text/plain
+    stray_string = make_message()
+    stray_string.make_mixed()
+    stray_string.get_payload().append("not a part")
+    non_ascii_payload = make_message()
+    non_ascii_payload.set_payload("caf\u00e9")  # str payload with no charset or encoding
+    for message in (text_with_parts, stray_string, non_ascii_payload):
+        with pytest.raises(syncsmtp.MessageError, match="cannot be serialised"):
+            prepare_message(message)
+
+
 def test_international_addresses_are_flagged() -> None:
     envelope = prepare_message(make_message(To="jürgen@exämple.com"))
     assert envelope.international
