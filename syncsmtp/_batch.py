@@ -1,13 +1,15 @@
 """Feeding many messages to a SessionPool (reactor side: runs in the reactor thread).
 
-A window of messages is kept in flight (enough to keep every connection
-busy), so each message's deadline starts when it is about to be sent, not when
-the batch began. A transient failure (4xx, lost connection, time-out) that
+Messages arrive while the caller is still preparing the rest, and a window
+of them is kept in flight (enough to keep every connection busy), so each
+message's deadline starts when it is about to be sent, not when the batch
+began. A transient failure (4xx, lost connection, time-out) that
 cannot have delivered the message is retried after a capped, doubling delay.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,14 +28,13 @@ Outcome = SendResult | SMTPError
 
 
 class Batch:
-    """Sends ``items`` (index, envelope) through ``pool``; calls ``report(index,
-    outcome)`` once per item, in completion order."""
+    """Sends the items (index, envelope) given to :meth:`add` through ``pool``;
+    calls ``report(index, outcome)`` once per item, in completion order."""
 
     def __init__(
         self,
         reactor: Any,
         pool: SessionPool,
-        items: list[tuple[int, Envelope]],
         *,
         timeout: float,
         window: int,
@@ -45,7 +46,7 @@ class Batch:
     ) -> None:
         self._reactor = reactor
         self._pool = pool
-        self._items = list(reversed(items))  # popped from the end, so in input order
+        self._items: deque[tuple[int, Envelope]] = deque()
         self._timeout = timeout
         self._window = window
         self._interval = 1.0 / rate if rate else 0.0
@@ -60,8 +61,11 @@ class Batch:
         self._filling = False
         self.retried = 0
 
-    def start(self) -> None:
-        self._fill()
+    def add(self, items: list[tuple[int, Envelope]]) -> None:
+        """More messages, sent after those given before."""
+        self._items.extend(items)
+        if not self._cancelled:
+            self._fill()
 
     def _fill(self) -> None:
         # A send can fail at once and call back into _fill; the loop below
@@ -71,7 +75,7 @@ class Batch:
         self._filling = True
         try:
             while self._items and len(self._in_flight) + len(self._delayed) < self._window:
-                index, envelope = self._items.pop()
+                index, envelope = self._items.popleft()
                 self._schedule(index, envelope, attempt=0, delay=0.0)
         finally:
             self._filling = False

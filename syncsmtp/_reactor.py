@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ReactorUnavailable", "WaitTimedOut", "check_caller", "in_reactor_thread", "run"]
+__all__ = ["ReactorUnavailable", "WaitTimedOut", "check_caller", "in_reactor_thread", "post", "run"]
 
 class WaitTimedOut(Exception):
     """The reactor gave no answer within the caller's deadline (the work was cancelled)."""
@@ -251,6 +251,13 @@ def run(function: Callable[..., Any], *args: Any, timeout: float) -> Any:
     finally:
         loop.done(call)
     return call.outcome()
+
+
+def post(function: Callable[..., Any], *args: Any) -> None:
+    """Call ``function(reactor, *args)`` in the reactor thread, without waiting
+    for it (calls posted from one thread run in the order they were posted)."""
+    loop = _current_loop()
+    loop.reactor.callFromThread(function, loop.reactor, *args)
 
 
 #: How long a cancelled call may take to settle in the reactor.

@@ -8,14 +8,14 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import _reactor
 from .client import DEFAULT_TIMEOUT, check_timeout, wait_for_outcome
 from .errors import MessageError, SendTimeout, SMTPError
-from .message import MessageInput, prepare_message
+from .message import Envelope, MessageInput, prepare_message
 from .policy import Policy
 from .result import SendReport, SendResult
 
@@ -36,6 +36,11 @@ _EXIT_CLOSE_SECONDS = 2.0
 # otherwise to notice a batch that went quiet.
 _BAR_SECONDS = 0.1
 _CHECK_SECONDS = 1.0
+# send_many hands prepared messages to the reactor this many at a time, and
+# stops preparing while this many wait to be sent (memory stays bounded for
+# an input of any length).
+_FEED_SIZE = 32
+_BACKLOG = 2000
 
 # Mailers still open, closed politely at interpreter exit.
 _open_mailers: weakref.WeakSet[Mailer] = weakref.WeakSet()
@@ -81,14 +86,20 @@ def _pool_close(reactor: Any, pool: SessionPool) -> Any:
     return pool.close()
 
 
-def _start_batch(reactor: Any, pool: SessionPool, items: Any, timeout: float, window: int, rate: Any,
+def _start_batch(reactor: Any, pool: SessionPool, timeout: float, window: int, rate: Any,
                  retries: int, backoff: float, backoff_cap: float, report: Any) -> Batch:
     from ._batch import Batch
 
-    batch = Batch(reactor, pool, items, timeout=timeout, window=window, rate=rate, retries=retries,
-                  backoff=backoff, backoff_cap=backoff_cap, report=report)
-    batch.start()
-    return batch
+    return Batch(reactor, pool, timeout=timeout, window=window, rate=rate, retries=retries,
+                 backoff=backoff, backoff_cap=backoff_cap, report=report)
+
+
+def _add_to_batch(reactor: Any, batch: Batch, items: list[tuple[int, Envelope]]) -> None:
+    batch.add(items)
+
+
+def _set_target(reactor: Any, outcomes: _Outcomes, target: int) -> None:
+    outcomes.set_target(target)
 
 
 def _cancel_batch(reactor: Any, batch: Batch) -> None:
@@ -96,31 +107,84 @@ def _cancel_batch(reactor: Any, batch: Batch) -> None:
 
 
 class _Outcomes:
-    """Where the reactor thread leaves each message's outcome of a batch. The
-    waiting caller is woken once, when the last is in, not once per message:
-    a thread switch per message would cost more than the rest of its work."""
+    """Where the reactor thread leaves each message's outcome of a batch.
 
-    def __init__(self, results: list[SendResult | Exception | None], expected: int) -> None:
+    The caller waits for a count of outcomes (a target) and is woken once,
+    when it is reached, not once per message: a thread switch per message
+    would cost more than the rest of its work.
+    """
+
+    def __init__(self, results: list[SendResult | Exception | None]) -> None:
         self._results = results
-        self._expected = expected
         self.count = 0
-        self._all_in = threading.Lock()
-        if expected:
-            self._all_in.acquire()
+        self._target: int | None = None
+        self._reached = threading.Lock()
+        self._reached.acquire()
+
+    # Reactor thread: the only one that releases the lock.
 
     def put(self, index: int, outcome: SendResult | Exception) -> None:
-        """Called in the reactor thread, once per message."""
         self._results[index] = outcome
         self.count += 1
-        if self.count == self._expected:
-            self._all_in.release()
+        if self._target is not None and self.count >= self._target:
+            self._wake()
+
+    def set_target(self, target: int) -> None:
+        self._target = target
+        if self.count >= target:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._target = None
+        if self._reached.locked():
+            self._reached.release()
+
+    # The caller's thread.
 
     def wait(self, seconds: float) -> bool:
-        """Whether every outcome is in, waiting up to ``seconds`` for it."""
-        return self._all_in.acquire(timeout=seconds)
+        """Whether the target is reached, waiting up to ``seconds`` for it."""
+        return self._reached.acquire(timeout=seconds)
 
 
-def _progress_bar(wanted: bool, total: int, done: int) -> Any:
+class _Watch:
+    """The caller's side of a batch: waits for outcomes, moves the progress
+    bar, and notices a batch that went quiet for longer than any message can."""
+
+    def __init__(self, outcomes: _Outcomes, bar: Any, quiet_limit: float) -> None:
+        self._outcomes = outcomes
+        self._bar = bar
+        self._quiet_limit = quiet_limit
+        self._shown = 0
+        self.refused_early = 0  # messages that failed preparation, never sent
+
+    def until(self, target: int) -> bool:
+        """Wait until ``target`` outcomes are in; False when the batch went quiet first."""
+        outcomes = self._outcomes
+        _reactor.post(_set_target, outcomes, target)
+        heard, last_heard = outcomes.count, time.monotonic()
+        while not outcomes.wait(_BAR_SECONDS if self._bar is not None else _CHECK_SECONDS):
+            self._show()
+            now, count = time.monotonic(), outcomes.count
+            if count != heard:
+                heard, last_heard = count, now
+            elif now - last_heard > self._quiet_limit:
+                return False
+        self._show()
+        return True
+
+    def _show(self) -> None:
+        if self._bar is not None:
+            done = self._outcomes.count + self.refused_early
+            self._bar.update(done - self._shown)
+            self._shown = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._show()
+            self._bar.close()
+
+
+def _progress_bar(wanted: bool, messages: Iterable[MessageInput]) -> Any:
     """A tqdm bar (the notebook one in Jupyter) when asked for and installed."""
     if not wanted:
         return None
@@ -128,7 +192,7 @@ def _progress_bar(wanted: bool, total: int, done: int) -> Any:
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, initial=done, unit="msg")
+    return tqdm(total=len(messages) if isinstance(messages, Sized) else None, unit="msg")
 
 
 class Mailer:
@@ -229,45 +293,45 @@ class Mailer:
             raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
         backoff = check_timeout(backoff)
         started = time.monotonic()
-        results: list[SendResult | Exception | None] = []
-        items = []
-        for message in messages:
-            try:
-                items.append((len(results), prepare_message(message)))
-                results.append(None)
-            except MessageError as error:
-                results.append(error)
         _reactor.check_caller()
         pool = self._current_pool()
-        outcomes = _Outcomes(results, len(items))
+        results: list[SendResult | Exception | None] = []
+        outcomes = _Outcomes(results)
         batch = _reactor.run(
-            _start_batch, pool, items, deadline, self.connections * 2, rate, retries, backoff,
-            _BACKOFF_CAP, outcomes.put, timeout=30,
+            _start_batch, pool, deadline, self.connections * 2, rate, retries, backoff, _BACKOFF_CAP,
+            outcomes.put, timeout=30,
         )
-        bar = _progress_bar(progress, len(results), len(results) - len(items))
         # Each message ends within its deadline; a whole backoff may come before a retry.
-        quiet_limit = deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0
-        shown = heard = 0
-        last_heard = time.monotonic()
+        watch = _Watch(outcomes, _progress_bar(progress, messages),
+                       quiet_limit=deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0)
+        fed, quiet = 0, False
+        remaining = iter(messages)
         try:
-            while not outcomes.wait(_BAR_SECONDS if bar is not None else _CHECK_SECONDS):
-                now, count = time.monotonic(), outcomes.count
-                if bar is not None:
-                    bar.update(count - shown)
-                    shown = count
-                if count != heard:
-                    heard, last_heard = count, now
-                elif now - last_heard > quiet_limit:
-                    break
-            if bar is not None:
-                bar.update(outcomes.count - shown)
+            chunk: list[tuple[int, Envelope]] = []
+            for message in remaining:
+                # Prepared while the reactor sends the ones before.
+                try:
+                    chunk.append((len(results), prepare_message(message)))
+                    results.append(None)
+                except MessageError as error:
+                    results.append(error)
+                    watch.refused_early += 1
+                if len(chunk) == _FEED_SIZE:
+                    _reactor.post(_add_to_batch, batch, chunk)
+                    fed, chunk = fed + len(chunk), []
+                    if fed - outcomes.count > _BACKLOG and not watch.until(fed - _BACKLOG // 2):
+                        quiet = True
+                        break
+            if not quiet:
+                _reactor.post(_add_to_batch, batch, chunk)
+                fed += len(chunk)
+                quiet = not watch.until(fed)
         except BaseException:
             _reactor.run(_cancel_batch, batch, timeout=10)
             raise
         finally:
-            if bar is not None:
-                bar.close()
-        if outcomes.count < len(items):
+            watch.close()
+        if quiet:
             _reactor.run(_cancel_batch, batch, timeout=10)
             for index, result in enumerate(results):
                 if result is None:
@@ -275,6 +339,11 @@ class Mailer:
                         "the batch stopped hearing back from the reactor; this message's fate is unknown",
                         host=self.policy.host, stage="connect", maybe_delivered=True,
                     )
+            results.extend(
+                SMTPError("not sent: the batch stopped hearing back from the reactor before this "
+                          "message's turn", host=self.policy.host, stage="connect")
+                for _ in remaining
+            )
         retried: int = _reactor.run(lambda reactor: batch.retried, timeout=10)
         return SendReport(tuple(r for r in results if r is not None), retried, time.monotonic() - started)
 

@@ -222,6 +222,30 @@ def test_send_many_reports_every_message_in_order(smtp_server_factory: ServerFac
     assert "RecipientsRefused" in report._repr_html_()
 
 
+def test_send_many_streams_its_input_with_a_bounded_backlog(
+    smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A generator of messages is read while earlier ones are sent, and no
+    further ahead of the server than the backlog allows."""
+    from syncsmtp import mailer as mailer_module
+
+    monkeypatch.setattr(mailer_module, "_BACKLOG", 40)
+    monkeypatch.setattr(mailer_module, "_FEED_SIZE", 8)
+    ahead: list[int] = []
+
+    def messages() -> Any:
+        for index in range(300):
+            ahead.append(index - len(smtp_server.outbox))  # prepared but not yet received
+            yield make_message(f"m{index}")
+
+    with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
+        report = mailer.send_many(messages(), timeout=30)
+    assert report.sent == 300
+    assert sorted(int(m.message["Subject"][1:]) for m in smtp_server.wait_for(300)) == list(range(300))
+    assert max(ahead) <= 40 + 2 * 8
+    assert ahead[-1] < 299  # sending began long before the input ran out
+
+
 def test_send_many_retries_transient_failures(smtp_server: SMTPTestServer) -> None:
     smtp_server.fail("mail", 451, "4.3.0 Try again later", times=2)
     with syncsmtp.Mailer(smtp_server.policy()) as mailer:
