@@ -203,7 +203,8 @@ def _header_addresses(values: list[Any]) -> list[str]:
             unparsed.append(str(value))
         else:
             found.extend(address.addr_spec for address in parsed if address.username or address.domain)
-    found.extend(address for _, address in email.utils.getaddresses(unparsed))
+    if unparsed:
+        found.extend(address for _, address in email.utils.getaddresses(unparsed))
     return found
 
 
@@ -212,7 +213,8 @@ def _check_headers(message: email.message.Message) -> None:
         for name, value in part.raw_items():
             if not isinstance(name, str) or not name or _ADDRESS_FORBIDDEN.search(name) or ":" in name:
                 raise MessageError(f"header name {name!r} is not valid")
-            if _BAD_LINE_BREAK.search(str(value)):
+            # A header object is a str already; a compat32 Header is not.
+            if _BAD_LINE_BREAK.search(value if isinstance(value, str) else str(value)):
                 raise MessageError(
                     f"header {name} contains a CR or LF that does not start a folded line "
                     "(header injection); remove line breaks from header values"
