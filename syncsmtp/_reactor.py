@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = ["ReactorUnavailable", "WaitTimedOut", "check_caller", "in_reactor_thread", "post", "run"]
 
+
 class WaitTimedOut(Exception):
     """The reactor gave no answer within the caller's deadline (the work was cancelled)."""
 
