@@ -56,7 +56,31 @@ class SessionPool:
     _idle_timers: dict[SMTPClientProtocol, Any] = field(default_factory=dict)
     _sessions: set[SMTPClientProtocol] = field(default_factory=set)
     _expired: set[SMTPClientProtocol] = field(default_factory=set)
+    # open() calls waiting for a session to be set up.
+    _openers: list[defer.Deferred[None]] = field(default_factory=list)
     _closing: bool = False
+
+    def open(self, timeout: float) -> defer.Deferred[None]:
+        """Fire once a session is set up (connecting one now when none is), or
+        fail with the reason the next one could not be."""
+        opened: defer.Deferred[None] = defer.Deferred()
+        if self._closing:
+            opened.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
+        elif any(session.ready.called and not session.closed.called for session in self._sessions):
+            opened.callback(None)
+        else:
+            self._openers.append(opened)
+            if not self._connecting:
+                self._connect(timeout)
+        return opened
+
+    def _opened(self, outcome: Failure | None) -> None:
+        openers, self._openers = self._openers, []
+        for opened in openers:
+            if isinstance(outcome, Failure):
+                opened.errback(outcome)
+            else:
+                opened.callback(None)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -140,18 +164,20 @@ class SessionPool:
 
     # -- sessions -------------------------------------------------------------------------
 
-    def _connect(self) -> None:
+    def _connect(self, timeout: float | None = None) -> None:
+        timeout = timeout or self._connect_timeout()
         self._connecting += 1
         try:
-            session, _ = open_session(self.reactor, self.policy, Progress(), self._connect_timeout())
+            session, _ = open_session(self.reactor, self.policy, Progress(), timeout)
         except SMTPError as error:
             self._connecting -= 1
+            self._opened(Failure(error))
             self._fail_oldest(Failure(error))
             return
         self._sessions.add(session)
         # A session stuck in set-up (no greeting, a stalled handshake) must not
         # hold a place in the pool for ever.
-        setup_timer = self.reactor.callLater(self._connect_timeout(), self._setup_expired, session)
+        setup_timer = self.reactor.callLater(timeout, self._setup_expired, session)
 
         def stop_setup_timer(outcome: Any) -> Any:
             if setup_timer.active():
@@ -181,11 +207,13 @@ class SessionPool:
             session.quit()
             return
         self._park(session)
+        self._opened(None)
         self._dispatch()
 
     def _setup_failed(self, reason: Failure, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
         self._sessions.discard(session)
+        self._opened(reason)
         if session in self._expired:
             self._expired.discard(session)
         else:
@@ -245,6 +273,8 @@ class SessionPool:
     def close(self) -> defer.Deferred[None]:
         """QUIT every session (busy ones after their message) and fail waiting messages."""
         self._closing = True
+        self._opened(Failure(SMTPError("the Mailer was closed before a connection was set up",
+                                       host=self.policy.host, stage="connect")))
         while self._waiting:
             request = self._waiting.popleft()
             if not request.done.called:

@@ -82,6 +82,10 @@ def _pool_send(reactor: Any, pool: SessionPool, *args: Any) -> Any:
     return pool.send(*args)
 
 
+def _pool_open(reactor: Any, pool: SessionPool, timeout: float) -> Any:
+    return pool.open(timeout)
+
+
 def _pool_close(reactor: Any, pool: SessionPool) -> Any:
     return pool.close()
 
@@ -241,6 +245,18 @@ class Mailer:
                 )
                 self._pool_pid = os.getpid()
             return self._pool
+
+    def open(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Connect now, rather than at the first message: returns once a
+        connection is set up (TLS and AUTH done), or raises the
+        :class:`~syncsmtp.SMTPError` that says why it could not be. Does
+        nothing more when a connection is already open."""
+        deadline = check_timeout(timeout)
+        _reactor.check_caller()
+        pool = self._current_pool()
+        from ._engine import Progress
+
+        wait_for_outcome(self.policy, Progress(), deadline, _pool_open, pool, deadline)
 
     def send(
         self,

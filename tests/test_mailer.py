@@ -38,6 +38,33 @@ def test_connection_is_reused(smtp_server: SMTPTestServer) -> None:
     assert b"RSET" not in smtp_server.commands[0], "RSET only after a failed transaction"
 
 
+def test_open_connects_before_the_first_message(smtp_server: SMTPTestServer) -> None:
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        mailer.open(timeout=10)
+        assert smtp_server.connections == 1 and not smtp_server.outbox
+        mailer.open(timeout=10)  # already open: nothing more
+        mailer.send(make_message(), timeout=10)
+    assert smtp_server.connections == 1 and len(smtp_server.wait_for(1)) == 1
+
+
+def test_open_raises_why_it_could_not_connect(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(users={"user": "password"})
+    wrong_password = server.policy(password="wrong")
+    with syncsmtp.Mailer(wrong_password) as mailer, pytest.raises(syncsmtp.AuthDeclinedError):
+        mailer.open(timeout=10)
+    policy = syncsmtp.Policy(host="127.0.0.1", port=_closed_port(), tls="none")
+    with syncsmtp.Mailer(policy) as mailer, pytest.raises(syncsmtp.ConnectError):
+        mailer.open(timeout=10)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @pytest.mark.parametrize("pipelining", [True, False])
 def test_failed_transaction_then_rset_and_go_on(smtp_server_factory: ServerFactory, pipelining: bool) -> None:
     server = smtp_server_factory(users={"user": "password"},
