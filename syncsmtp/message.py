@@ -29,6 +29,10 @@ _BAD_LINE_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|\n(?![ \t])")
 _ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
 # A bare addr-spec with nothing to parse away (no display name, comment or quotes).
 _BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+")
+# A quoted local part (RFC 5321 Quoted-string: printable ASCII and spaces, \ escapes).
+_QUOTED_ADDRESS = re.compile(
+    r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"' r"@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,17 +241,17 @@ def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
     if "\r" in address or "\n" in address or "\0" in address:
         raise MessageError(f"{role} address {address!r} contains a CR, LF or NUL (injection)")
     bare = address.strip()
-    if bare and not _BARE_ADDRESS.fullmatch(bare):
+    if bare and not (_BARE_ADDRESS.fullmatch(bare) or _QUOTED_ADDRESS.fullmatch(bare)):
         # "Name <addr>" is fine; anything else that needs parsing is ambiguous.
         _, parsed = email.utils.parseaddr(bare)
-        if not parsed or f"<{parsed}>" not in bare.replace(" ", ""):
+        if not parsed or f"<{parsed}>".replace(" ", "") not in bare.replace(" ", ""):
             raise MessageError(f"{role} address {address!r} is not a valid address")
         bare = parsed
     if not bare:
         if allow_empty:
             return ""
         raise MessageError(f"{role} address is empty")
-    if _ADDRESS_FORBIDDEN.search(bare):
+    if _ADDRESS_FORBIDDEN.search(bare) and not _QUOTED_ADDRESS.fullmatch(bare):
         raise MessageError(f"{role} address {address!r} is not a valid address")
     return bare
 

@@ -168,6 +168,16 @@ def test_bad_envelopes_are_message_errors(kwargs: dict[str, object]) -> None:
         prepare_message(b"x", **kwargs)  # type: ignore[arg-type]
 
 
+def test_quoted_local_parts_are_valid_envelope_addresses() -> None:
+    envelope = prepare_message(b"x", sender='"ann smith"@example.com',
+                               recipients=['Bob <"bob \\"b\\" jones"@example.com>'])
+    assert envelope.sender == '"ann smith"@example.com'
+    assert envelope.recipients == ('"bob \\"b\\" jones"@example.com',)
+    for bad in ['"un"closed"@example.com', '"tab\tinside"@example.com', '"ok"@exa mple.com']:
+        with pytest.raises(syncsmtp.MessageError):
+            prepare_message(b"x", sender="a@example.com", recipients=[bad])
+
+
 def test_header_injection_is_refused() -> None:
     message = email.message.Message()  # compat32 lets a raw CR/LF through
     message["From"] = "a@example.com"
