@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage, sanitize_address
 
 from ..client import DEFAULT_TIMEOUT
-from ..errors import SendTimeout, SMTPError
+from ..errors import SMTPError
 from ..mailer import Mailer
 from ._config import build_policy, connection_settings
 
@@ -34,10 +35,10 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
       when already open, or None when it failed and ``fail_silently`` is set;
       :meth:`close` sends QUIT. Between them, and in a ``with`` block, one
       connection carries every message.
-    - ``fail_silently`` swallows a failure to connect and a refused or lost
-      message, as Django's backend swallows ``OSError`` when connecting and
-      ``SMTPException`` when sending; a time-out while sending is raised, as
-      the socket time-out is there.
+    - ``fail_silently`` swallows what Django's backend swallows: a failure to
+      connect, start TLS or log in (``OSError`` there), and a message that was
+      refused, lost or timed out while sending (``SMTPException`` there:
+      smtplib turns a socket time-out into ``SMTPServerDisconnected``).
 
     Otherwise failures are syncsmtp's typed exceptions
     (:class:`~syncsmtp.ConnectError`, :class:`~syncsmtp.AuthDeclinedError`,
@@ -140,15 +141,21 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
             return False
         # The envelope and the bytes exactly as Django's SMTP backend makes them.
         encoding = message.encoding or settings.DEFAULT_CHARSET
-        sender = sanitize_address(message.from_email, encoding)
-        recipients = [sanitize_address(address, encoding) for address in message.recipients()]
+        sender = _envelope_address(sanitize_address(message.from_email, encoding))
+        recipients = [_envelope_address(sanitize_address(address, encoding))
+                      for address in message.recipients()]
         data = message.message().as_bytes(linesep="\r\n")
         try:
             mailer.send(data, timeout=self._deadline, sender=sender, recipients=recipients)
-        except SendTimeout:
-            raise
         except SMTPError:
             if not self.fail_silently:
                 raise
             return False
         return True
+
+
+def _envelope_address(address: str) -> str:
+    """The address smtplib puts in MAIL FROM or RCPT TO for ``address`` (as its
+    ``quoteaddr()`` does): ``sanitize_address()`` folds a long display name
+    over two lines, and the envelope carries only the address."""
+    return email.utils.parseaddr(address)[1] or address

@@ -11,12 +11,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 __all__ = ["check_email_settings"]
 
-BACKEND = "syncsmtp.django.EmailBackend"
+# The backend's import paths: the package re-exports it.
+BACKENDS = frozenset({"syncsmtp.django.EmailBackend", "syncsmtp.django.backend.EmailBackend"})
 
 
 def check_email_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     """Errors for settings the backend refuses, warnings for insecure ones."""
-    if getattr(settings, "EMAIL_BACKEND", None) != BACKEND:
+    if getattr(settings, "EMAIL_BACKEND", None) not in BACKENDS:
         return []
     from .backend import EmailBackend
 
