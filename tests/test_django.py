@@ -642,6 +642,38 @@ def test_threads_sharing_one_open_backend(smtp_server_factory: ServerFactory) ->
     assert server.connections == 1
 
 
+def test_views_under_djangos_threaded_wsgi_server(smtp_server_factory: ServerFactory) -> None:
+    """The server runserver uses: a thread per request, each view sending a mail."""
+    from urllib.request import urlopen
+
+    from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+    from django.core.wsgi import get_wsgi_application
+
+    server = smtp_server_factory(tls="none")
+    web = ThreadedWSGIServer(("127.0.0.1", 0), WSGIRequestHandler, allow_reuse_address=True)
+    web.set_app(get_wsgi_application())
+    serving = threading.Thread(target=web.serve_forever, kwargs={"poll_interval": 0.05})
+    serving.start()
+    replies: list[str] = []
+
+    def work(number: int) -> None:
+        for index in range(4):
+            url = f"http://127.0.0.1:{web.server_port}/send/{number * 4 + index}"
+            with urlopen(url, timeout=30) as reply:
+                replies.append(reply.read().decode())
+
+    try:
+        with server_settings(server):
+            assert run_threads(8, work) == []
+    finally:
+        web.shutdown()
+        web.server_close()
+        serving.join(10)
+    assert replies == ["sent 1"] * 32
+    subjects = sorted(int(m.message["Subject"].split()[1]) for m in server.wait_for(32))
+    assert subjects == list(range(32))
+
+
 # -- 8. fork (gunicorn --preload) ------------------------------------------------------------------
 
 FORK_SCRIPT = '''

@@ -13,6 +13,9 @@ INSTALLED_APPS = [
     "syncsmtp.django",
 ]
 DATABASES: dict[str, dict[str, str]] = {}
+ROOT_URLCONF = "django_site.urls"
+ALLOWED_HOSTS = ["127.0.0.1"]
+MIDDLEWARE: list[str] = []
 
 EMAIL_BACKEND = "syncsmtp.django.EmailBackend"
 EMAIL_HOST = "127.0.0.1"
