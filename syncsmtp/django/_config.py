@@ -60,7 +60,7 @@ def connection_settings() -> ConnectionSettings:
             username=from_url.username or "", password=from_url.password or "",
             use_tls=from_url.tls == "starttls", use_ssl=from_url.tls == "implicit",
             ssl_keyfile=from_url.client_key, ssl_certfile=from_url.client_cert,
-            fallback_tls=from_url.tls if from_url.tls in ("opportunistic", "none") else "none",
+            fallback_tls="opportunistic" if from_url.tls == "opportunistic" else "none",
             options=_policy_options(from_url),
         )
     found.options.update(extra)
