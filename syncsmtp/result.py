@@ -122,17 +122,15 @@ class SendResult:
         return rows
 
     def __str__(self) -> str:
-        width = max(len(name) for name, _ in self._rows())
-        return "\n".join(f"{name:<{width}}  {value}" for name, value in self._rows())
+        return _text_table(self._rows())
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter show the same table as :func:`str` as plain text."""
+        printer.text(str(self))
 
     def _repr_html_(self) -> str:
         """A compact table for Jupyter."""
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
-            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
-            for name, value in self._rows()
-        )
-        return f"<table class='syncsmtp-result'>{cells}</table>"
+        return _html_table(self._rows(), "syncsmtp-result")
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +179,12 @@ class SendReport:
             f"{self.elapsed:.2f} s"
         )
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython and Jupyter show the counts, then each failure, as plain text."""
+        printer.text(str(self))
+        for index, error in self.failed[:50]:
+            printer.text(f"\n  #{index} {type(error).__name__}: {error}")
+
     def _repr_html_(self) -> str:
         """A compact table for Jupyter: the counts, then each failure."""
         rows = [
@@ -192,9 +196,18 @@ class SendReport:
             ("elapsed", f"{self.elapsed:.2f} s"),
         ]
         rows += [(f"#{index}", f"{type(error).__name__}: {error}") for index, error in self.failed[:50]]
-        cells = "".join(
-            f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
-            f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
-            for name, value in rows
-        )
-        return f"<table class='syncsmtp-report'>{cells}</table>"
+        return _html_table(rows, "syncsmtp-report")
+
+
+def _text_table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _html_table(rows: list[tuple[str, str]], css_class: str) -> str:
+    cells = "".join(
+        f"<tr><th style='text-align:left'>{html.escape(name)}</th>"
+        f"<td style='text-align:left'>{html.escape(value)}</td></tr>"
+        for name, value in rows
+    )
+    return f"<table class='{css_class}'>{cells}</table>"
