@@ -185,6 +185,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._authenticated_with: str | None = None
         self._tls_info: TLSInfo | None = None
         self._capabilities: dict[bytes, bytes | None] = {}
+        # What the server said before TLS, kept for syncsmtp._probe (a send never reads it).
+        self._greeting: tuple[int, bytes] | None = None  # parsed only when asked for
+        self._plaintext_capabilities: dict[bytes, bytes | None] | None = None
         self._accepted: list[str] = []
         self._refused: dict[str, Reply] = {}
         self._pending_recipients: Iterator[str] = iter(())
@@ -233,6 +236,37 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def _reply(self, code: int, resp: bytes | str) -> Reply:
         return Reply.parse(code, resp)
+
+    # -- what the server announced (read by syncsmtp._probe) ----------------------------
+
+    @property
+    def greeting(self) -> Reply | None:
+        """The server's greeting (None before it came)."""
+        return None if self._greeting is None else self._reply(*self._greeting)
+
+    @property
+    def capabilities(self) -> dict[bytes, bytes | None]:
+        """The keywords of the latest EHLO reply (upper-cased) and their parameters."""
+        return dict(self._capabilities)
+
+    @property
+    def plaintext_capabilities(self) -> dict[bytes, bytes | None] | None:
+        """The EHLO keywords before STARTTLS; None when STARTTLS was not used."""
+        return None if self._plaintext_capabilities is None else dict(self._plaintext_capabilities)
+
+    @property
+    def tls_info(self) -> TLSInfo | None:
+        """The negotiated TLS version and cipher; None without TLS."""
+        return self._tls_info
+
+    @property
+    def authenticated_with(self) -> str | None:
+        """The AUTH mechanism that succeeded, if any."""
+        return self._authenticated_with
+
+    def transcript(self) -> tuple[str, ...]:
+        """The conversation so far (credentials redacted)."""
+        return self._transcript_lines()
 
     @property
     def idle(self) -> bool:
@@ -386,6 +420,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def smtpConnectionFailed(self, code: int, resp: bytes) -> None:  # noqa: N802
         reply = self._reply(code, resp)
+        self._greeting = (code, resp)
         self._fail(
             ConnectError(f"{self._policy.address} turned the session away: {reply}", reply=reply)
         )
@@ -402,6 +437,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     # -- EHLO / HELO -----------------------------------------------------------------
 
     def esmtpState_ehlo(self, code: int, resp: bytes) -> None:  # noqa: N802
+        if self._greeting is None:
+            self._greeting = (code, resp)
         self._stage("ehlo")
         smtp.ESMTPClient.esmtpState_ehlo(self, code, resp)
 
@@ -495,7 +532,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self._fail(TLSFailedError(f"cannot start TLS with {self._policy.address}: {exc}"), fatal=True)
             return
         self._tlsMode = True
-        self._capabilities = {}
+        self._plaintext_capabilities, self._capabilities = self._capabilities, {}
         self.esmtpState_ehlo(code, resp)
         # EHLO waits in the TLS layer until the handshake is done; until then, a
         # stall is the handshake's (handshakeCompleted moves the stage on).

@@ -10,16 +10,18 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from twisted.cred import checkers, portal
+from twisted.cred import checkers, credentials, portal
 from twisted.cred.credentials import CramMD5Credentials
 from twisted.internet import defer, protocol, ssl
+from twisted.internet.error import CannotListenError
 from twisted.mail import smtp
 from twisted.mail._cred import PLAINCredentials
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python import log
 from zope.interface import implementer
 
 from .. import _reactor
@@ -134,6 +136,19 @@ class _Delivery:
         return _NullMessage
 
 
+@implementer(checkers.ICredentialsChecker)
+class _AnyCredentials:
+    """Takes every user name and password (``accept_any_credentials``), as
+    development mail sinks do: the client's AUTH code runs, nothing is checked."""
+
+    credentialInterfaces = (  # noqa: N815 (Twisted's interface)
+        credentials.IUsernamePassword, credentials.IUsernameHashedPassword,
+    )
+
+    def requestAvatarId(self, offered: Any) -> defer.Deferred[bytes]:  # noqa: N802
+        return defer.succeed(offered.username)
+
+
 @implementer(portal.IRealm)
 class _Realm:
     def __init__(self, delivery: _Delivery) -> None:
@@ -154,7 +169,7 @@ class _Session(smtp.ESMTP):
             name.encode(): functools.partial(CramMD5Credentials, server.hostname.encode("idna"))
             if name == "CRAM-MD5" else _CHALLENGERS[name]
             for name in server.auth_mechanisms
-        } if server.users else {}
+        } if server.users or server.accept_any_credentials else {}
         super().__init__(challengers, server._server_tls_options if server.tls == "starttls" else None)
         self.server = server
         self._commands: list[bytes] = []
@@ -162,12 +177,13 @@ class _Session(smtp.ESMTP):
         self.timeout = 30
         self._delivery = _Delivery(self)
         self.delivery = self._delivery
-        if server.users:
-            checker = checkers.InMemoryUsernamePasswordDatabaseDontUse(
-                **{user: password.encode() for user, password in server.users.items()}
-            )
+        if server.users or server.accept_any_credentials:
+            checker: Any = _AnyCredentials() if server.accept_any_credentials else \
+                checkers.InMemoryUsernamePasswordDatabaseDontUse(
+                    **{user: password.encode() for user, password in server.users.items()}
+                )
             realm: Any = _Realm(self._delivery)
-            self.portal = portal.Portal(realm, [checker])  # type: ignore[list-item,assignment]
+            self.portal = portal.Portal(realm, [checker])  # type: ignore[assignment]
         self._stalled = False
         self._data_lines: list[bytes] | None = None
         self._mail_options: tuple[str, ...] = ()
@@ -390,6 +406,11 @@ class SMTPTestServer:
     TLS handshake needs a client certificate from the same CA
     (:attr:`client_cert_file`, :attr:`client_key_file`). Use it as a context
     manager, or call :meth:`start` and :meth:`stop`.
+
+    ``accept_any_credentials`` offers AUTH and takes any user name and password
+    (a development sink, as ``syncsmtp serve --auth-any``). ``on_message`` is
+    called with each :class:`ReceivedMessage` as it is accepted, in the reactor
+    thread: it must return quickly (hand the message to a queue, say).
     """
 
     def __init__(
@@ -405,6 +426,8 @@ class SMTPTestServer:
         port: int = 0,
         hostname: str = "localhost",
         require_client_certificate: bool = False,
+        accept_any_credentials: bool = False,
+        on_message: Callable[[ReceivedMessage], object] | None = None,
     ) -> None:
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError(f"tls must be 'starttls', 'implicit' or 'none', not {tls!r}")
@@ -422,19 +445,24 @@ class SMTPTestServer:
         self.port = port
         self.hostname = hostname
         self.require_client_certificate = require_client_certificate
+        self.accept_any_credentials = accept_any_credentials
+        self.on_message = on_message
         self._script = _Script()
         self._lock = threading.Condition()
         self._outbox: list[ReceivedMessage] = []
         self._commands: list[list[bytes]] = []
         self._sessions: set[_Session] = set()
         self._listening: Any = None
+        # Fired when the last connection closes, while stop() waits for them.
+        self._drained: defer.Deferred[None] | None = None
         self._owner = os.getpid()
         self._certificates = certificates(hostname) if tls != "none" else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> SMTPTestServer:
-        """Start listening (on a free port when ``port`` is 0)."""
+        """Start listening (on a free port when ``port`` is 0); :class:`OSError`
+        when the address cannot be taken (in use, not this machine's)."""
         if self._listening is None:
             self._owner = os.getpid()
             self._listening = _reactor.run(self._listen, timeout=30)
@@ -445,23 +473,51 @@ class SMTPTestServer:
         factory: Any = _SessionFactory(self)
         if self.tls == "implicit":
             factory = TLSMemoryBIOFactory(self._server_tls_options, False, factory)
-        return reactor.listenTCP(self.port, factory, interface=self.host)
+        try:
+            return reactor.listenTCP(self.port, factory, interface=self.host)
+        except CannotListenError as error:  # no Twisted type for the caller
+            reason = error.socketError
+            raise OSError(getattr(reason, "errno", None),
+                          f"cannot listen on {self.host}:{self.port}: {reason}") from None
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.0) -> None:
         """Stop listening and drop every open connection; safe to call twice.
 
+        With ``grace``, connections still open first get up to that many
+        seconds to end by themselves (so that a reply already on its way, such
+        as the 250 for a message, reaches the client); the rest are dropped.
         In a forked child it does nothing: the server belongs to the parent.
         """
         if self._listening is None or os.getpid() != self._owner:
             return
         listening, self._listening = self._listening, None
-        _reactor.run(self._shutdown, listening, timeout=30)
+        _reactor.run(self._shutdown, listening, grace, timeout=30 + grace)
 
-    def _shutdown(self, reactor: Any, listening: Any) -> Any:
-        for session in list(self._sessions):
+    def _shutdown(self, reactor: Any, listening: Any, grace: float = 0.0) -> Any:
+        stopped = defer.maybeDeferred(listening.stopListening)
+        with self._lock:
+            open_sessions = bool(self._sessions)
+        if grace <= 0 or not open_sessions:
+            self._abort_sessions()
+            return stopped
+        drained: defer.Deferred[None] = defer.Deferred()
+        self._drained = drained
+
+        def give_up() -> None:
+            self._abort_sessions()
+            if not drained.called:
+                drained.callback(None)
+
+        timer = reactor.callLater(grace, give_up)
+        drained.addBoth(lambda _: timer.cancel() if timer.active() else None)
+        return defer.gatherResults([stopped, drained])
+
+    def _abort_sessions(self) -> None:
+        with self._lock:
+            sessions = list(self._sessions)
+        for session in sessions:
             if session.transport is not None:
                 session.transport.abortConnection()
-        return listening.stopListening()
 
     def __enter__(self) -> SMTPTestServer:
         return self.start()
@@ -617,6 +673,9 @@ class SMTPTestServer:
     def _connection_closed(self, session: _Session) -> None:
         with self._lock:
             self._sessions.discard(session)
+            drained = self._drained if not self._sessions else None
+        if drained is not None and not drained.called:
+            drained.callback(None)
 
     def _record_command(self, commands: list[bytes], line: bytes) -> None:
         with self._lock:
@@ -626,3 +685,9 @@ class SMTPTestServer:
         with self._lock:
             self._outbox.append(message)
             self._lock.notify_all()
+        if self.on_message is not None:
+            try:
+                self.on_message(message)
+            except Exception:
+                # The message was accepted all the same; the callback's bug goes to Twisted's log.
+                log.err(None, "SMTPTestServer on_message callback failed")

@@ -1,0 +1,346 @@
+"""Probing a server without sending (reactor side): the engine of ``syncsmtp check``.
+
+A probe opens an ordinary session (:func:`syncsmtp._engine.open_session`, so
+greeting, EHLO, STARTTLS and AUTH run exactly as in a send), records what the
+server announced at each step and the certificate it presented, and QUITs
+once the session is ready, before any MAIL. When the certificate does not
+verify, a second session without verification, and without credentials,
+still shows what the certificate is.
+
+What it hands back is plain data (:class:`ProbeResult`): no Twisted or
+OpenSSL object reaches the caller.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
+from .errors import AuthError, CertificateError, SMTPError
+from .policy import Policy
+from .result import Reply, TLSInfo
+
+__all__ = ["Capabilities", "CertificateInfo", "ProbeResult", "probe"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """The keywords of one EHLO reply (upper-cased) and their parameters."""
+
+    keywords: Mapping[str, str | None]
+
+    @classmethod
+    def from_items(cls, items: Mapping[bytes, bytes | None]) -> Capabilities:
+        """Build from the engine's raw keyword map."""
+        return cls({
+            key.decode("ascii", "replace"): None if value is None else value.decode("utf-8", "replace")
+            for key, value in items.items()
+        })
+
+    @property
+    def size_limit(self) -> int | None:
+        """The SIZE limit in bytes; None when SIZE is not announced, 0 when it has no limit."""
+        if "SIZE" not in self.keywords:
+            return None
+        value = (self.keywords["SIZE"] or "0").strip()
+        return int(value) if value.isdigit() else 0
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        """The AUTH mechanisms offered (``AUTH=`` of old servers included), in the server's order."""
+        names: list[str] = []
+        for key, value in self.keywords.items():
+            words: list[str] = []
+            if key == "AUTH":
+                words = (value or "").upper().split()
+            elif key.startswith("AUTH="):
+                words = [key[5:], *(value or "").upper().split()]
+            names += [word for word in words if word not in names]
+        return tuple(names)
+
+    def offers(self, keyword: str) -> bool:
+        """Whether the keyword (e.g. ``"PIPELINING"``) was announced."""
+        return keyword.upper() in self.keywords
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """The server's certificate, as presented in the TLS handshake."""
+
+    subject: str
+    issuer: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    alt_names: tuple[str, ...]
+    serial: str
+    sha256: str
+
+    def days_left(self, now: datetime.datetime | None = None) -> float:
+        """Days until it expires (negative once it has)."""
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        return (self.not_after - now).total_seconds() / 86400
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe learnt about a server, as far as it got.
+
+    ``capabilities_before_tls`` is the EHLO reply before STARTTLS (None with
+    implicit TLS, or when the probe did not get that far),
+    ``capabilities_after_tls`` the one after (None without TLS).
+    ``certificate_verified`` is True when the chain and host name verified,
+    False when they did not (``certificate`` then comes from a second session
+    without verification), None when not checked (no TLS, or ``verify=False``).
+    ``auth_mechanism`` is the mechanism that logged in, when credentials were
+    given and accepted. ``error`` is the first failure, as a send would have
+    raised it; None when everything the policy asks for worked.
+    """
+
+    host: str
+    port: int
+    tls_mode: str
+    greeting: Reply | None
+    capabilities_before_tls: Capabilities | None
+    capabilities_after_tls: Capabilities | None
+    tls: TLSInfo | None
+    certificate: CertificateInfo | None
+    certificate_verified: bool | None
+    auth_attempted: bool
+    auth_mechanism: str | None
+    error: SMTPError | None
+    elapsed: float
+    transcript: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the probe found nothing wrong."""
+        return self.error is None
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        """The capabilities that apply to a send: after TLS when there was TLS."""
+        return self.capabilities_after_tls or self.capabilities_before_tls
+
+
+def _certificate_info(session: SMTPClientProtocol) -> CertificateInfo | None:
+    """The peer certificate of the session's TLS connection, if it has one."""
+    transport = session.transport
+    if transport is None or session.tls_info is None:
+        return None
+    try:
+        peer = transport.getHandle().get_peer_certificate()
+    except Exception:  # a transport without an OpenSSL handle: nothing to show
+        return None
+    if peer is None:
+        return None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    certificate = peer.to_cryptography()
+    try:
+        extension = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        alt_names = tuple(
+            [f"DNS:{name}" for name in extension.value.get_values_for_type(x509.DNSName)]
+            + [f"IP:{address}" for address in extension.value.get_values_for_type(x509.IPAddress)]
+        )
+    except x509.ExtensionNotFound:
+        alt_names = ()
+    return CertificateInfo(
+        subject=certificate.subject.rfc4514_string(),
+        issuer=certificate.issuer.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+        alt_names=alt_names,
+        serial=f"{certificate.serial_number:X}",
+        sha256=certificate.fingerprint(hashes.SHA256()).hex(":").upper(),
+    )
+
+
+@dataclass
+class _Observation:
+    """What one session showed, filled in as it goes."""
+
+    greeting: Reply | None = None
+    before_tls: Capabilities | None = None
+    after_tls: Capabilities | None = None
+    tls: TLSInfo | None = None
+    certificate: CertificateInfo | None = None
+    auth_mechanism: str | None = None
+    error: SMTPError | None = None
+    transcript: tuple[str, ...] = ()
+
+    def take(self, session: SMTPClientProtocol) -> None:
+        """Copy what the session knows now (its connection may still be open)."""
+        self.greeting = session.greeting or self.greeting
+        capabilities = session.capabilities
+        plaintext = session.plaintext_capabilities
+        if session.tls_info is not None:
+            self.tls = session.tls_info
+            self.certificate = _certificate_info(session) or self.certificate
+            if plaintext is not None:
+                self.before_tls = Capabilities.from_items(plaintext)
+            if capabilities:
+                self.after_tls = Capabilities.from_items(capabilities)
+        elif plaintext is not None:
+            # STARTTLS was sent, but the handshake did not complete.
+            self.before_tls = Capabilities.from_items(plaintext)
+        elif capabilities:
+            self.before_tls = Capabilities.from_items(capabilities)
+        self.auth_mechanism = session.authenticated_with
+        self.transcript = session.transcript()
+
+
+class _Attempt:
+    """One session of a probe: connect, set up as the policy says, QUIT."""
+
+    def __init__(self, reactor: Any, policy: Policy, timeout: float) -> None:
+        self._reactor = reactor
+        self._policy = policy
+        self._timeout = timeout
+        self._session: SMTPClientProtocol | None = None
+        self._connection: Any = None
+        self.observation = _Observation()
+        self.done: defer.Deferred[_Observation] = defer.Deferred()
+
+    def start(self) -> defer.Deferred[_Observation]:
+        try:
+            self._session, self._connection = open_session(
+                self._reactor, self._policy, Progress(), self._timeout
+            )
+        except SMTPError as error:
+            self.observation.error = error
+            self.done.callback(self.observation)
+            return self.done
+        self._session.ready.addCallbacks(self._ready, self._failed)
+        return self.done
+
+    def _ready(self, session: SMTPClientProtocol) -> None:
+        self.observation.take(session)
+        session.quit().addBoth(self._finish)
+
+    def _failed(self, reason: Failure) -> None:
+        error = reason.value
+        if not isinstance(error, SMTPError):  # never expected: the engine maps every failure
+            error = SMTPError(f"unexpected failure probing {self._policy.address}: {error!r}")
+        session = self._session
+        assert session is not None
+        self.observation.take(session)
+        self.observation.error = error
+        if session.transport is None or session.closed.called:
+            self._finish(None)
+        else:
+            # The engine QUITs (or drops) a session whose set-up failed; wait for that.
+            session.closed.addBoth(self._finish)
+
+    def _finish(self, _: object) -> None:
+        if self._session is not None:
+            # Up to the end: the QUIT exchange too.
+            self.observation.transcript = self._session.transcript()
+        if not self.done.called:
+            self.done.callback(self.observation)
+
+    def abort(self, error: SMTPError | None = None) -> None:
+        """Drop the connection now; ``error`` (for a deadline) becomes the outcome
+        when none was recorded yet."""
+        session = self._session
+        if session is not None and session.closed.called:
+            return  # over already: its outcome is on its way
+        if session is not None and session.transport is not None:
+            if error is not None and not session.ready.called:
+                session.abort_for_deadline()
+            else:
+                session.transport.abortConnection()
+            return
+        # Still connecting: the outcome is settled before cancelling, which reports
+        # a failure of its own.
+        if error is not None and self.observation.error is None:
+            self.observation.error = error
+        self._finish(None)
+        if self._connection is not None:
+            self._connection.cancel()
+
+
+def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[ProbeResult]:
+    """Probe the policy's server (reactor thread); fires with a :class:`ProbeResult`.
+
+    Failures are recorded in the result, never raised. ``timeout`` bounds the
+    whole probe; cancelling the Deferred drops the connection.
+    """
+    started = reactor.seconds()
+    attempts: list[_Attempt] = []
+
+    def cancel(_: defer.Deferred[ProbeResult]) -> None:
+        if attempts:
+            attempts[-1].abort()
+
+    done: defer.Deferred[ProbeResult] = defer.Deferred(cancel)
+
+    def attempt(attempt_policy: Policy) -> defer.Deferred[_Observation]:
+        remaining = max(timeout - (reactor.seconds() - started), 0.1)
+        attempts.append(_Attempt(reactor, attempt_policy, remaining))
+        return attempts[-1].start()
+
+    def deadline() -> None:
+        if attempts and not done.called:
+            attempts[-1].abort(connect_timeout(policy, timeout))
+
+    timer = reactor.callLater(timeout, deadline)
+
+    def first_done(first: _Observation) -> None:
+        if isinstance(first.error, CertificateError) and policy.verify and not done.called:
+            # Show the certificate all the same: a second session that does not
+            # verify it, and so must not send credentials over it.
+            unverified = policy.with_options(
+                verify=False, username=None, password=None, require_auth=None
+            )
+            attempt(unverified).addCallback(lambda second: finish(first, second))
+        else:
+            finish(first, None)
+
+    def finish(first: _Observation, second: _Observation | None) -> None:
+        if timer.active():
+            timer.cancel()
+        if done.called:
+            return
+        shown = second if second is not None and second.greeting is not None else first
+        if first.error is not None and isinstance(first.error, CertificateError):
+            verified: bool | None = False
+        elif first.tls is not None and policy.verify:
+            verified = True
+        else:
+            verified = None
+        transcript = first.transcript
+        if second is not None:
+            transcript += (
+                "(the certificate did not verify: a second session without verification "
+                "and without AUTH, to show it)",
+                *second.transcript,
+            )
+        done.callback(
+            ProbeResult(
+                host=policy.host,
+                port=policy.effective_port,
+                tls_mode=policy.tls,
+                greeting=shown.greeting,
+                capabilities_before_tls=shown.before_tls or first.before_tls,
+                capabilities_after_tls=shown.after_tls,
+                tls=shown.tls,
+                certificate=shown.certificate,
+                certificate_verified=verified,
+                auth_attempted=bool(policy.username)
+                and (first.error is None or isinstance(first.error, AuthError)),
+                auth_mechanism=first.auth_mechanism,
+                error=first.error,
+                elapsed=reactor.seconds() - started,
+                transcript=transcript,
+            )
+        )
+
+    attempt(policy).addCallback(first_done)
+    return done
