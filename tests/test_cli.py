@@ -248,6 +248,26 @@ def test_exit_130_ctrl_c_cancels_a_send(smtp_server_factory: ServerFactory) -> N
     assert "interrupted" in err and not server.outbox
 
 
+def read_terminal(controller: int, deadline: float, until: bytes | None = None) -> bytes:
+    """What a command wrote to its pseudo-terminal: until ``until`` appears, or
+    else until the terminal closes; never past ``deadline``."""
+    import select
+
+    output = b""
+    while (until is None or until not in output) and time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed: the command is done
+            break
+        if not chunk:
+            break
+        output += chunk
+    return output
+
+
 def test_password_prompt_does_not_echo(smtp_server_factory: ServerFactory) -> None:
     pty = pytest.importorskip("pty")
     server = smtp_server_factory(users={"user": PASSWORD})
@@ -259,20 +279,11 @@ def test_password_prompt_does_not_echo(smtp_server_factory: ServerFactory) -> No
         stdin=terminal, stdout=terminal, stderr=terminal, env=environment(), start_new_session=True,
     )
     os.close(terminal)
-    output = b""
     try:
         deadline = time.monotonic() + 30
-        while b"password for user at 127.0.0.1" not in output and time.monotonic() < deadline:
-            output += os.read(controller, 4096)
+        output = read_terminal(controller, deadline, until=b"password for user at 127.0.0.1")
         os.write(controller, PASSWORD.encode() + b"\n")
-        while time.monotonic() < deadline:
-            try:
-                chunk = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the command is done
-                break
-            if not chunk:
-                break
-            output += chunk
+        output += read_terminal(controller, deadline)
         assert process.wait(timeout=30) == 0, output.decode()
     finally:
         os.close(controller)
@@ -494,16 +505,7 @@ def test_colour_only_when_asked_or_on_a_terminal(smtp_server: SMTPTestServer) ->
                                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=env)
         try:
             os.close(terminal)
-            output = b""
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    chunk = os.read(controller, 65536)
-                except OSError:  # the terminal closed: the command is done
-                    break
-                if not chunk:
-                    break
-                output += chunk
+            output = read_terminal(controller, time.monotonic() + 30)
             assert process.wait(timeout=30) == 0
         finally:
             os.close(controller)
