@@ -9,11 +9,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from .._settings import POLICY_OPTIONS, policy_from_settings, syncsmtp_options
 from ..policy import Policy
 
 __all__ = ["ConnectionSettings", "build_policy", "connection_settings"]
 
-_POLICY_FIELDS = frozenset(field.name for field in dataclasses.fields(Policy))
 # What Django's own settings say about the connection; the rest of a URL's
 # options are policy options, like those of SYNCSMTP.
 _CONNECTION_FIELDS = frozenset({"host", "port", "username", "password", "client_cert", "client_key"})
@@ -71,22 +71,16 @@ def _policy_options(policy: Policy) -> dict[str, Any]:
     """The options a URL set beyond the connection settings and the TLS mode."""
     defaults = Policy(host="localhost", tls=policy.tls)
     return {
-        name: getattr(policy, name) for name in _POLICY_FIELDS - _CONNECTION_FIELDS - {"tls"}
+        name: getattr(policy, name) for name in POLICY_OPTIONS - _CONNECTION_FIELDS - {"tls"}
         if getattr(policy, name) != getattr(defaults, name)
     }
 
 
 def _syncsmtp_setting() -> dict[str, Any]:
-    value = getattr(settings, "SYNCSMTP", None) or {}
-    if not isinstance(value, Mapping):
-        raise ImproperlyConfigured("SYNCSMTP must be a dict of syncsmtp.Policy options")
-    unknown = sorted(set(value) - _POLICY_FIELDS - {"url"})
-    if unknown:
-        raise ImproperlyConfigured(
-            f"SYNCSMTP has unknown keys {', '.join(unknown)}; it takes syncsmtp.Policy options "
-            f"({', '.join(sorted(_POLICY_FIELDS))}) and 'url'"
-        )
-    return dict(value)
+    try:
+        return syncsmtp_options(getattr(settings, "SYNCSMTP", None), frozenset({"url"}))
+    except ValueError as error:
+        raise ImproperlyConfigured(str(error)) from None
 
 
 def build_policy(
@@ -96,25 +90,13 @@ def build_policy(
 ) -> Policy:
     """The policy that does what Django's SMTP backend does with these
     settings, with ``options`` (from a URL or ``SYNCSMTP``) applied last."""
-    # Django's backend logs in only when both are set.
-    credentials = bool(username and password)
-    fields: dict[str, Any] = {
-        "host": host,
-        "port": int(port),
-        "tls": "implicit" if use_ssl else "starttls" if use_tls else fallback_tls,
-        "username": username if credentials else None,
-        "password": password if credentials else None,
-        "client_cert": ssl_certfile or None,
-        "client_key": ssl_keyfile or None,
-        **options,
-    }
     try:
-        return Policy(**fields)
-    except (TypeError, ValueError) as error:
-        hint = ""
-        if credentials and fields["tls"] == "none":
-            hint = (" (Django's own SMTP backend would send them in plaintext: set EMAIL_USE_TLS "
-                    "or EMAIL_USE_SSL, or SYNCSMTP = {'allow_plaintext_auth': True} to allow it)")
-        raise ImproperlyConfigured(
-            f"the email settings do not make a valid syncsmtp policy: {error}{hint}"
-        ) from None
+        return policy_from_settings(
+            host=host, port=port, username=username, password=password, use_tls=use_tls,
+            use_ssl=use_ssl, client_cert=ssl_certfile, client_key=ssl_keyfile,
+            fallback_tls=fallback_tls, options=options, names="email",
+            plaintext_hint="Django's own SMTP backend would send them in plaintext: set "
+                           "EMAIL_USE_TLS or EMAIL_USE_SSL",
+        )
+    except ValueError as error:
+        raise ImproperlyConfigured(str(error)) from None

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..client import DEFAULT_TIMEOUT
+from .._settings import policy_from_settings, syncsmtp_options
+from ..client import DEFAULT_TIMEOUT, check_timeout
 from ..policy import Policy
 
 __all__ = ["DEFAULT_CONNECTIONS", "MailSettings", "read_settings"]
@@ -15,7 +15,6 @@ __all__ = ["DEFAULT_CONNECTIONS", "MailSettings", "read_settings"]
 #: How many connections the app's Mailer keeps at most, unless SYNCSMTP says.
 DEFAULT_CONNECTIONS = 4
 
-_POLICY_FIELDS = frozenset(field.name for field in dataclasses.fields(Policy))
 _EXTRA_KEYS = frozenset({"url", "connections", "timeout"})
 
 
@@ -47,7 +46,7 @@ def read_settings(config: Mapping[str, Any], *, debug: bool, testing: bool) -> M
     Raises ValueError for settings that make no usable policy: MAIL_USE_TLS
     with MAIL_USE_SSL, credentials without TLS (unless SYNCSMTP allows
     plaintext AUTH), an unknown SYNCSMTP key, a bad URL or value."""
-    extra = _syncsmtp_setting(config)
+    extra = syncsmtp_options(config.get("SYNCSMTP"), _EXTRA_KEYS)
     url = extra.pop("url", None)
     connections = _positive_int(extra.pop("connections", DEFAULT_CONNECTIONS), "SYNCSMTP['connections']")
     timeout = _timeout(extra.pop("timeout", DEFAULT_TIMEOUT))
@@ -86,44 +85,16 @@ def _policy_from_keys(
             "MAIL_USE_TLS (STARTTLS) and MAIL_USE_SSL (TLS from the first byte) are mutually "
             "exclusive; set only one of them"
         )
-    # Flask-Mail logs in only when both are set.
-    credentials = bool(username and password)
-    fields: dict[str, Any] = {
-        "host": server,
-        "port": port,
-        "tls": "implicit" if use_ssl else "starttls" if use_tls else "none",
-        "username": username if credentials else None,
-        "password": password if credentials else None,
-        **extra,
-    }
-    try:
-        return Policy(**fields)
-    except (TypeError, ValueError) as error:
-        hint = ""
-        if credentials and fields["tls"] == "none":
-            hint = (
-                " (Flask-Mail would send them in plaintext: set MAIL_USE_TLS = True for STARTTLS or "
-                "MAIL_USE_SSL = True, or SYNCSMTP = {'allow_plaintext_auth': True} for a trusted "
-                "local relay)"
-            )
-        raise ValueError(f"the MAIL_* settings do not make a valid syncsmtp policy: {error}{hint}") from None
+    return policy_from_settings(
+        host=server, port=port, username=username, password=password, use_tls=use_tls,
+        use_ssl=use_ssl, options=extra, names="MAIL_*",
+        plaintext_hint="Flask-Mail would send them in plaintext: set MAIL_USE_TLS = True for "
+                       "STARTTLS or MAIL_USE_SSL = True",
+    )
 
 
 def _with_options(policy: Policy, options: Mapping[str, Any]) -> Policy:
     return policy.with_options(**options) if options else policy
-
-
-def _syncsmtp_setting(config: Mapping[str, Any]) -> dict[str, Any]:
-    value = config.get("SYNCSMTP") or {}
-    if not isinstance(value, Mapping):
-        raise ValueError("SYNCSMTP must be a dict of syncsmtp.Policy options")
-    unknown = sorted(set(value) - _POLICY_FIELDS - _EXTRA_KEYS)
-    if unknown:
-        raise ValueError(
-            f"SYNCSMTP has unknown keys {', '.join(map(str, unknown))}; it takes syncsmtp.Policy options "
-            f"({', '.join(sorted(_POLICY_FIELDS))}) and {', '.join(sorted(_EXTRA_KEYS))}"
-        )
-    return dict(value)
 
 
 def _port(value: Any) -> int:
@@ -150,7 +121,7 @@ def _non_negative_int(value: Any, name: str) -> int:
 
 
 def _timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"SYNCSMTP['timeout'] must be a positive, finite number of seconds, not {value!r}")
-    return float(value)
+    try:
+        return check_timeout(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"SYNCSMTP['timeout']: {error}") from None
