@@ -69,16 +69,20 @@ def send(
     from ._engine import Progress, deliver
 
     progress = Progress()
-    return wait_for_outcome(policy, progress, deadline, deliver, policy, envelope, deadline, progress)
+    result: SendResult = wait_for_outcome(
+        policy, progress, deadline, deliver, policy, envelope, deadline, progress
+    )
+    return result
 
 
 def wait_for_outcome(
     policy: Policy, progress: Progress, deadline: float, function: Callable[..., Any], *args: Any
-) -> SendResult:
+) -> Any:
     """Run ``function(reactor, *args)`` in the reactor thread and wait for the
-    send it starts; every failure comes out as an :class:`SMTPError`."""
+    work it starts (a send, a connection, a probe), returning what it fires
+    with; every failure comes out as an :class:`SMTPError`."""
     try:
-        result: SendResult = _reactor.run(function, *args, timeout=deadline + _BACKSTOP_MARGIN)
+        result = _reactor.run(function, *args, timeout=deadline + _BACKSTOP_MARGIN)
     except SMTPError:
         raise
     except _reactor.WaitTimedOut:

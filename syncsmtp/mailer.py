@@ -276,9 +276,10 @@ class Mailer:
         from ._engine import Progress
 
         progress = Progress()
-        return wait_for_outcome(
+        result: SendResult = wait_for_outcome(
             self.policy, progress, deadline, _pool_send, pool, envelope, deadline, progress
         )
+        return result
 
     def send_many(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from ..client import wait_for_outcome
 from ..errors import SMTPError
@@ -71,9 +71,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from .._engine import Progress
 
     try:
-        result = cast(
-            "ProbeResult",
-            wait_for_outcome(policy, Progress(), args.timeout, _probe.probe, policy, args.timeout),
+        result: ProbeResult = wait_for_outcome(
+            policy, Progress(), args.timeout, _probe.probe, policy, args.timeout
         )
     except SMTPError as error:  # only when the reactor itself did not answer in time
         console.error(f"{type(error).__name__}: {error}", hint_for(error))
