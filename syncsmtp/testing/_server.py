@@ -8,6 +8,7 @@ import email.policy
 import functools
 import itertools
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from zope.interface import implementer
 
 from .. import _reactor
 from ..policy import Policy
+from ._addresses import check_listen_host, envelope_refusal
 from ._certs import certificates
 
 __all__ = ["STAGES", "ReceivedMessage", "SMTPTestServer"]
@@ -314,6 +316,8 @@ class _Session(smtp.ESMTP):
 
     def do_MAIL(self, rest: bytes) -> None:  # noqa: N802
         match = self.mail_re.match(rest)
+        if match and self._refused_envelope(match, recipient=False):
+            return
         options = match.group("opts") if match else None
         self._mail_options = tuple(o.decode("utf-8", "replace") for o in (options or b"").split())
         limit = self.server._size_limit()
@@ -323,6 +327,20 @@ class _Session(smtp.ESMTP):
                 self.sendCode(552, b"5.3.4 Message size exceeds fixed limit")
                 return
         super().do_MAIL(rest)
+
+    def do_RCPT(self, rest: bytes) -> None:  # noqa: N802
+        match = self.rcpt_re.match(rest)
+        if match and self._refused_envelope(match, recipient=True):
+            return
+        super().do_RCPT(rest)
+
+    def _refused_envelope(self, match: re.Match[bytes], *, recipient: bool) -> bool:
+        """Refuse a control character in the path or after it (Twisted's parser takes one
+        inside quotes, and a lone LF there would become a header line wherever it is saved)."""
+        refusal = envelope_refusal(match.group("path"), match.string[match.end("path"):], recipient=recipient)
+        if refusal is not None:
+            self.sendCode(*refusal)
+        return refusal is not None
 
     def _cbFromValidate(self, from_email: Any, code: int = 250, msg: bytes = b"") -> None:  # noqa: N802
         super()._cbFromValidate(from_email, 250, b"2.1.0 Sender OK")
@@ -411,6 +429,13 @@ class SMTPTestServer:
     (a development sink, as ``syncsmtp serve --auth-any``). ``on_message`` is
     called with each :class:`ReceivedMessage` as it is accepted, in the reactor
     thread: it must return quickly (hand the message to a queue, say).
+
+    ``host`` must be a loopback address (127.0.0.0/8, ``::1`` or
+    ``localhost``; :class:`ValueError` otherwise, also from :meth:`start`):
+    the server takes any mail, so listening where other hosts reach it
+    (``"0.0.0.0"``, ``"::"``, a LAN address) needs ``allow_non_loopback=True``.
+    MAIL FROM and RCPT TO with a control character in the address (a CR or
+    LF inside a quoted local part, say) are refused with ``501``.
     """
 
     def __init__(
@@ -428,7 +453,9 @@ class SMTPTestServer:
         require_client_certificate: bool = False,
         accept_any_credentials: bool = False,
         on_message: Callable[[ReceivedMessage], object] | None = None,
+        allow_non_loopback: bool = False,
     ) -> None:
+        check_listen_host(host, allow_non_loopback)
         if tls not in ("starttls", "implicit", "none"):
             raise ValueError(f"tls must be 'starttls', 'implicit' or 'none', not {tls!r}")
         unknown = [m for m in auth_mechanisms if m.upper() not in _CHALLENGERS]
@@ -447,6 +474,7 @@ class SMTPTestServer:
         self.require_client_certificate = require_client_certificate
         self.accept_any_credentials = accept_any_credentials
         self.on_message = on_message
+        self.allow_non_loopback = allow_non_loopback
         self._script = _Script()
         self._lock = threading.Condition()
         self._outbox: list[ReceivedMessage] = []
@@ -464,6 +492,7 @@ class SMTPTestServer:
         """Start listening (on a free port when ``port`` is 0); :class:`OSError`
         when the address cannot be taken (in use, not this machine's)."""
         if self._listening is None:
+            check_listen_host(self.host, self.allow_non_loopback)  # ``host`` may have been changed
             self._owner = os.getpid()
             self._listening = _reactor.run(self._listen, timeout=30)
             self.port = int(self._listening.getHost().port)
