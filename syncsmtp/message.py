@@ -1,8 +1,9 @@
 """Turning what the caller passes into an envelope and bytes (no Twisted here).
 
 Checks happen here, before any connection: an address or header value with a
-CR or LF in it (header injection), a message with no recipients, a type that is
-not a message, all raise :class:`~syncsmtp.MessageError`.
+CR or LF in it (header injection), a header with NUL or another control
+character, a message with no recipients, a type that is not a message, all
+raise :class:`~syncsmtp.MessageError`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ MessageInput = email.message.Message | bytes | str
 
 # A CR or LF that does not start a folded continuation line.
 _BAD_LINE_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|\n(?![ \t])")
+# C0 controls but TAB, CR and LF (line breaks are judged by _BAD_LINE_BREAK):
+# NUL ends a string in many receivers, ESC drives terminals.
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_RAW_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# The end of the header section of data given as bytes.
+_RAW_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
 # A bare addr-spec with nothing to parse away (no display name, comment or quotes).
 _BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+")
@@ -87,7 +94,9 @@ def prepare_message(
                 "a message given as bytes or str needs sender= and recipients=; "
                 "or pass an email.message.EmailMessage, whose headers give the envelope"
             )
-        return _envelope(sender, explicit_recipients, [bytes(message)], message_id=None)
+        data = bytes(message)
+        _check_raw_headers(data)
+        return _envelope(sender, explicit_recipients, [data], message_id=None)
     raise MessageError(
         f"message must be an email.message.EmailMessage, bytes or str, not {type(message).__name__}"
     )
@@ -218,11 +227,31 @@ def _check_headers(message: email.message.Message) -> None:
             if not isinstance(name, str) or not name or _ADDRESS_FORBIDDEN.search(name) or ":" in name:
                 raise MessageError(f"header name {name!r} is not valid")
             # A header object is a str already; a compat32 Header is not.
-            if _BAD_LINE_BREAK.search(value if isinstance(value, str) else str(value)):
+            text = value if isinstance(value, str) else str(value)
+            if _BAD_LINE_BREAK.search(text):
                 raise MessageError(
                     f"header {name} contains a CR or LF that does not start a folded line "
                     "(header injection); remove line breaks from header values"
                 )
+            if _HEADER_CONTROL.search(text):
+                raise MessageError(_control_error(name))
+
+
+def _check_raw_headers(data: bytes) -> None:
+    """Control characters in the header section of data given as bytes."""
+    end = _RAW_HEADER_END.search(data)
+    found = _RAW_HEADER_CONTROL.search(data, 0, end.start() if end else len(data))
+    if found is not None:
+        line_start = data.rfind(b"\n", 0, found.start()) + 1
+        name = data[line_start:found.start()].partition(b":")[0].decode("ascii", "replace")
+        raise MessageError(_control_error(name))
+
+
+def _control_error(name: str) -> str:
+    return (
+        f"header {name!r} contains NUL or another control character; only TAB may stand "
+        "in a header value (remove or encode the character)"
+    )
 
 
 def _parts(message: email.message.Message) -> Iterator[email.message.Message]:

@@ -307,6 +307,27 @@ def test_starttls_injection_is_refused(smtp_server: SMTPTestServer) -> None:
     assert smtp_server.outbox == []
 
 
+@pytest.mark.parametrize("bad", ["\x00", "\x1b[2J", "\x07", "\x0e", "\x7f\x1f"])
+def test_control_characters_in_headers_are_refused_before_connecting(
+    smtp_server: SMTPTestServer, bad: str
+) -> None:
+    message = make_message()
+    message.replace_header("Subject", f"Invoice{bad}<script>")
+    with pytest.raises(syncsmtp.MessageError, match="control character"):
+        syncsmtp.send(message, smtp_server.policy(), timeout=10)
+    raw = b"From: a@example.com\r\nSubject: Invoice" + bad.encode() + b"\r\n\r\nbody\r\n"
+    with pytest.raises(syncsmtp.MessageError, match="'Subject'"):
+        syncsmtp.send(raw, smtp_server.policy(), timeout=10, sender="a@example.com",
+                      recipients=["b@example.com"])
+    assert smtp_server.commands == []  # refused before any connection
+    # TAB may stand in a header, and control characters in the body are the body's business.
+    message.replace_header("Subject", "Invoice\tdue")
+    syncsmtp.send(message, smtp_server.policy(), timeout=10)
+    syncsmtp.send(b"Subject: ok\r\n\r\nbody \x00 with NUL\r\n", smtp_server.policy(), timeout=10,
+                  sender="a@example.com", recipients=["b@example.com"])
+    assert len(smtp_server.outbox) == 2
+
+
 def test_starttls_refused(smtp_server: SMTPTestServer) -> None:
     smtp_server.fail("starttls", 454, "4.7.0 TLS not available due to local problem")
     with pytest.raises(syncsmtp.TLSFailedError) as caught:
