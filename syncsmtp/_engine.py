@@ -130,10 +130,6 @@ class _DataProducer:
 
 
 def _is_certificate_failure(reason: Failure) -> bool:
-    from service_identity import VerificationError
-
-    if reason.check(VerificationError):
-        return True
     if reason.check(SSL.Error):
         return "certificate verify failed" in str(reason.value)
     return False
@@ -394,6 +390,9 @@ class SMTPClientProtocol(smtp.ESMTPClient):
 
     def _lost(self, reason: Failure) -> SMTPError:
         where = self._policy.address
+        if isinstance(reason.value, CertificateError):
+            # syncsmtp._tls refused the certificate's names, with its own message.
+            return reason.value
         if _is_certificate_failure(reason):
             return CertificateError(
                 f"the certificate of {where} did not verify ({reason.getErrorMessage()}); "

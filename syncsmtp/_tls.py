@@ -1,25 +1,41 @@
 """TLS client options from a Policy (reactor side).
 
-Verification is the default and goes through Twisted's
-``optionsForClientTLS``: chain to the trust roots (the system's, or
-``ca_file``) and host name or IP address checked by service-identity. Only
-``verify=False`` builds a non-verifying connection, and it still encrypts.
+Verification is the default: the chain must lead to the trust roots (the
+system's, or ``ca_file``), and the leaf certificate must be for the policy's
+host name or IP address. The name check is this module's own, in OpenSSL's
+verify callback, and fails closed: any exception or doubt while reading the
+certificate's names fails the handshake, so nothing (EHLO, AUTH, data) is ever
+written to a server whose name did not verify. (Twisted's stock callback
+treats only a name *mismatch* as a failure; a certificate whose names cannot
+be parsed would pass for any host.)
+
+TLS 1.2 is the minimum; its suites are limited to forward-secret AEAD ones
+unless ``Policy.tls_ciphers`` widens them. ``verify=False`` still encrypts.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
+from service_identity.cryptography import verify_certificate_hostname, verify_certificate_ip_address
 from twisted.internet import ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .errors import TLSFailedError
+from .errors import CertificateError, TLSFailedError
 from .policy import Policy
 
-__all__ = ["client_tls_options"]
+__all__ = ["DEFAULT_TLS12_CIPHERS", "client_tls_options"]
+
+#: The TLS 1.2 suites offered by default: ECDHE key exchange (forward
+#: secrecy) with AES-GCM or ChaCha20-Poly1305. TLS 1.3 suites all qualify and
+#: are not affected.
+DEFAULT_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
@@ -51,52 +67,97 @@ def _client_certificate(policy: Policy) -> Any:
     return ssl.PrivateCertificate.loadPEM(pem)
 
 
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedClientTLS:
-    """Encrypts without checking who is at the other end (``verify=False`` only)."""
+def _is_ip(hostname: str) -> bool:
+    return bool(isIPAddress(hostname) or isIPv6Address(hostname))
 
-    def __init__(self, hostname: str, client_certificate: Any) -> None:
-        if client_certificate is None:
-            options = ssl.CertificateOptions(verify=False)
-        else:
-            options = ssl.CertificateOptions(
-                privateKey=client_certificate.privateKey.original,
-                certificate=client_certificate.original,
-                verify=False,
-            )
-        self._context = options.getContext()
-        self._hostname = hostname.encode("idna") if not _is_ip(hostname) else None
+
+def _context(policy: Policy) -> SSL.Context:
+    certificate = _client_certificate(policy)
+    options: dict[str, Any] = {
+        "raiseMinimumTo": ssl.TLSVersion.TLSv1_2,
+        "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(
+            policy.tls_ciphers or DEFAULT_TLS12_CIPHERS
+        ),
+    }
+    if certificate is not None:
+        options["privateKey"] = certificate.privateKey.original
+        options["certificate"] = certificate.original
+    if policy.verify:
+        options["trustRoot"] = _trust_root(policy)
+    else:
+        options["verify"] = False
+    context: SSL.Context = ssl.CertificateOptions(**options).getContext()
+    return context
+
+
+def _name_check(hostname: str) -> Callable[[Any], None]:
+    if _is_ip(hostname):
+        return lambda certificate: verify_certificate_ip_address(certificate, hostname)
+    return lambda certificate: verify_certificate_hostname(certificate, hostname)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _ClientTLS:
+    """Makes the OpenSSL connection of each TLS session (one per STARTTLS or
+    implicit-TLS connection), with SNI and, unless ``verify=False``, this
+    module's host-name check on the leaf certificate."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._context = _context(policy)
+        self._verify = policy.verify
+        self._host = policy.host
+        self._address = policy.address
+        self._server_name = None if _is_ip(policy.host) else policy.host.encode("idna")
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:  # noqa: N802
         connection = SSL.Connection(self._context, None)
         connection.set_app_data(tls_protocol)
-        if self._hostname:
-            connection.set_tlsext_host_name(self._hostname)
+        if self._server_name:
+            connection.set_tlsext_host_name(self._server_name)
+        if self._verify:
+            connection.set_verify(
+                SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._leaf_check(tls_protocol)
+            )
         connection.set_connect_state()
         return connection
 
+    def _leaf_check(self, tls_protocol: Any) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+        check = _name_check(self._host)
+        host, address = self._host, self._address
 
-def _is_ip(hostname: str) -> bool:
-    from twisted.internet.abstract import isIPAddress, isIPv6Address
+        def verify(_connection: SSL.Connection, certificate: crypto.X509, _errno: int,
+                   depth: int, chain_ok: int) -> bool:
+            # OpenSSL calls this for each certificate, the leaf (depth 0) last;
+            # a broken chain fails on its own.
+            if depth != 0 or not chain_ok:
+                return bool(chain_ok)
+            try:
+                check(certificate.to_cryptography())
+            except BaseException as exc:
+                reason = CertificateError(
+                    f"the certificate of {address} is not valid for the name {host!r} "
+                    f"({type(exc).__name__}: {exc}); check that the policy's host is a name "
+                    "the certificate is issued for (its subjectAltName entries)",
+                    host=host,
+                    stage="tls",
+                )
+                tls_protocol.failVerification(Failure(reason))
+                return False
+            return True
 
-    return bool(isIPAddress(hostname) or isIPv6Address(hostname))
+        return verify
 
 
 def client_tls_options(policy: Policy) -> Any:
     """An ``IOpenSSLClientConnectionCreator`` for the policy's server."""
     try:
-        certificate = _client_certificate(policy)
-        if not policy.verify:
-            return _UnverifiedClientTLS(policy.host, certificate)
-        return ssl.optionsForClientTLS(
-            policy.host, trustRoot=_trust_root(policy), clientCertificate=certificate
-        )
+        return _ClientTLS(policy)
     except TLSFailedError:
         raise
     except Exception as exc:
         raise TLSFailedError(
-            f"cannot set up TLS for {policy.address}: {exc}; check ca_file, client_cert "
-            "and client_key (PEM files)",
+            f"cannot set up TLS for {policy.address}: {exc}; check ca_file, client_cert, "
+            "client_key (PEM files) and tls_ciphers",
             host=policy.host,
             stage="tls",
         ) from exc

@@ -25,6 +25,7 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "EHLORequiredError",
+    "InsecureTLSWarning",
     "MessageError",
     "MessageRefused",
     "ProtocolError",
@@ -205,3 +206,8 @@ class MessageRefused(RefusedError):
 class MessageError(SMTPError, ValueError):
     """The message or its envelope is unusable; raised before any connection
     is made, so nothing was sent."""
+
+
+class InsecureTLSWarning(UserWarning):
+    """A policy encrypts without verifying the server (``verify=False``):
+    anyone on the network path could pose as the server."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from .errors import InsecureTLSWarning
 
 __all__ = ["SUPPORTED_AUTH_MECHANISMS", "Policy", "TLSMode"]
 
@@ -40,8 +43,14 @@ _URL_OPTIONS = (
     "helo_fallback",
     "local_hostname",
     "tls",
+    "tls_ciphers",
 )
 _HOSTNAME = re.compile(r"^[^\s\x00-\x1f\x7f/]+$")
+# An OpenSSL cipher string: names, separators and operators, nothing else.
+_CIPHER_STRING = re.compile(r"^[A-Za-z0-9_+\-!:@=.,]+$")
+# What may stand in a URL's user name or password unencoded (RFC 3986 userinfo);
+# "/", "?", "#" and "@" would end it early and hand the rest to host or path.
+_USERINFO = re.compile(r"^[A-Za-z0-9\-._~%!$&'()*+,;=:]*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -57,6 +66,12 @@ class Policy:
     verified unless ``verify=False``; ``ca_file`` (PEM) replaces the system's
     trust store, ``client_cert`` / ``client_key`` (PEM) present a client
     certificate.
+
+    TLS 1.2 is the minimum version; its suites are limited to forward-secret
+    AEAD ones (ECDHE with AES-GCM or ChaCha20-Poly1305). ``tls_ciphers`` (an
+    OpenSSL cipher string, such as ``"DEFAULT"``) replaces that list for a
+    legacy relay; TLS 1.3 suites are not affected. ``verify=False`` emits an
+    :class:`~syncsmtp.InsecureTLSWarning` once for each policy made with it.
 
     Credentials are sent only over TLS unless ``allow_plaintext_auth=True``.
     ``require_auth`` defaults to True when a ``username`` is given: a server
@@ -83,6 +98,7 @@ class Policy:
     allow_plaintext_auth: bool = False
     helo_fallback: bool = False
     local_hostname: str | None = None
+    tls_ciphers: str | None = None
 
     def __post_init__(self) -> None:
         host = self.host.strip("[]") if isinstance(self.host, str) else self.host
@@ -104,6 +120,23 @@ class Policy:
             raise ValueError(
                 f"Policy local_hostname must be one word with no control characters, "
                 f"not {self.local_hostname!r}"
+            )
+        if self.tls_ciphers is not None and (
+            not isinstance(self.tls_ciphers, str) or not _CIPHER_STRING.match(self.tls_ciphers)
+        ):
+            raise ValueError(
+                f"Policy tls_ciphers must be an OpenSSL cipher string such as 'DEFAULT', "
+                f"not {self.tls_ciphers!r}"
+            )
+        if not self.verify and self.tls != "none":
+            # stacklevel: the caller of Policy(...), through the dataclass __init__.
+            warnings.warn(
+                f"Policy(verify=False) for {self.address}: the connection is encrypted, but the "
+                "server's certificate and host name are not checked, so anyone on the network "
+                "path could pose as the server and read the credentials and mail; give the "
+                "server's CA as ca_file= instead",
+                InsecureTLSWarning,
+                stacklevel=3,
             )
 
     def _check_credentials(self) -> None:
@@ -199,13 +232,27 @@ class Policy:
         password are percent-decoded. Query parameters set the other fields:
         ``verify``, ``ca_file``, ``client_cert``, ``client_key``,
         ``auth_mechanisms`` (comma-separated), ``require_auth``,
-        ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``.
+        ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``,
+        ``tls_ciphers``.
+
+        Errors never quote the URL's user name or password: a password with
+        an unencoded ``/``, ``?``, ``#`` or ``@`` is refused with a request to
+        percent-encode it, not echoed.
         """
+        if not isinstance(url, str):
+            raise ValueError(f"SMTP URL must be a string, not {type(url).__name__}")
+        parts = urlsplit(url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        if not _USERINFO.match(userinfo) or "@" in url[len(parts.scheme) + 3 + len(parts.netloc):]:
+            raise ValueError(
+                "SMTP URL: its user name or password has a character that must be "
+                "percent-encoded (such as / ? # @ or a space: write %2F %3F %23 %40 %20), "
+                "or the URL is not of the form scheme://user:password@host:port"
+            )
         try:
-            parts = urlsplit(url)
             port = parts.port
-        except ValueError as exc:
-            raise ValueError(f"not a valid SMTP URL: {exc}") from None
+        except ValueError:
+            raise ValueError("SMTP URL has a port that is not a number from 1 to 65535") from None
         scheme = parts.scheme.lower()
         if scheme not in _URL_SCHEMES:
             raise ValueError(

@@ -14,10 +14,12 @@ import getpass
 import os
 import re
 import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 from urllib.parse import unquote, urlsplit
 
+from ..errors import InsecureTLSWarning
 from ..policy import SUPPORTED_AUTH_MECHANISMS, Policy
 from ._exit import UsageError
 from ._output import COLOR_MODES, Console, paragraph
@@ -171,7 +173,24 @@ def build_policy(args: argparse.Namespace, console: Console,
                  environ: Mapping[str, str] | None = None) -> Policy:
     """The :class:`~syncsmtp.Policy` the options describe, with the password
     from a safe source; every password found is registered with ``console``
-    to be redacted. Raises :class:`UsageError`."""
+    to be redacted. Raises :class:`UsageError`.
+
+    A policy that does not verify the server says so in one line on stderr
+    (instead of Python's warning, which names this module's source line)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureTLSWarning)
+        policy = _build_policy(args, console, environ)
+    if not policy.verify and policy.tls != "none":
+        console.err(
+            f"{console.style('warning:', 'yellow', 'bold', stderr=True)} the certificate and host "
+            f"name of {policy.address} are not verified (--insecure, or verify=no in the URL): "
+            "the connection is encrypted, but anyone on the network path could pose as the server"
+        )
+    return policy
+
+
+def _build_policy(args: argparse.Namespace, console: Console,
+                  environ: Mapping[str, str] | None) -> Policy:
     environ = os.environ if environ is None else environ
     env_url = environ.get(URL_ENVIRONMENT)
     if env_url:
