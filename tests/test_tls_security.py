@@ -79,8 +79,9 @@ def test_ip_address_host_needs_an_ip_address_entry(ca: PrivateCA) -> None:
 
 def test_mailer_refuses_the_certificate_too(ca: PrivateCA) -> None:
     cert, key = ca.leaf(CertificateShape("x", ("dns:*",)), "mailer")
-    with tls_peer(cert, key, "starttls") as peer, syncsmtp.Mailer(policy(ca, peer.port, "starttls")) as mailer:
-        with pytest.raises(syncsmtp.CertificateError):
+    with tls_peer(cert, key, "starttls") as peer:
+        mailer = syncsmtp.Mailer(policy(ca, peer.port, "starttls"))
+        with mailer, pytest.raises(syncsmtp.CertificateError):
             mailer.send(message(), timeout=10)
     assert peer.after_tls == []
 
