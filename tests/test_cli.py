@@ -21,6 +21,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -520,11 +521,12 @@ def test_colour_only_when_asked_or_on_a_terminal(smtp_server: SMTPTestServer) ->
 class Served:
     """A ``syncsmtp serve`` subprocess on a free loopback port, read line by line."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
+                 umask: int = -1) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "syncsmtp", "serve", "--listen", listen, "--color", "never", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env or environment(),
+            env=env or environment(), umask=umask,
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -580,8 +582,9 @@ def serve() -> Iterator[Callable[..., Served]]:
     """Starts ``syncsmtp serve`` subprocesses; each is killed after the test if still running."""
     started: list[Served] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0") -> Served:
-        started.append(Served(*args, env=env, listen=listen))
+    def start(*args: str, env: dict[str, str] | None = None, listen: str = "127.0.0.1:0",
+              umask: int = -1) -> Served:
+        started.append(Served(*args, env=env, listen=listen, umask=umask))
         return started[-1]
 
     yield start
@@ -721,6 +724,111 @@ def test_serve_ipv6_loopback(serve: Callable[..., Served], tmp_path: Path) -> No
     served.wait_for(r"^stopped \(received 1 messages\)")
     assert served.process.wait(timeout=20) == 0
     assert len(list((tmp_path / "mail").glob("*.eml"))) == 1
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("kind", ["eml", "mbox", "maildir"])
+def test_serve_saves_privately_whatever_the_umask(
+    serve: Callable[..., Served], tmp_path: Path, kind: str
+) -> None:
+    # Under umask 0 a plain open() or mkdir() would make everything world-readable (0666 / 0777).
+    parent = tmp_path / "made-by-serve"
+    target = parent / {"eml": "mail", "mbox": "sink.mbox", "maildir": "Maildir"}[kind]
+    served = serve("--format", kind, "--output", str(target), "--max-messages", "1", umask=0)
+    with smtplib.SMTP("127.0.0.1", served.port, timeout=20) as client:
+        client.sendmail("a@example.com", ["b@example.com"], b"Subject: private\r\n\r\nsecret\r\n")
+    served.wait_for(r"^stopped \(received 1 messages\)")
+    assert served.process.wait(timeout=20) == 0
+    assert mode(parent) == 0o700
+    if kind == "eml":
+        [saved] = target.glob("*.eml")
+        assert mode(target) == 0o700
+    elif kind == "mbox":
+        saved = target
+    else:
+        [saved] = (target / "new").iterdir()
+        assert {mode(target / sub) for sub in ("", "cur", "new", "tmp")} == {0o700}
+    assert mode(saved) == 0o600
+    assert b"secret" in saved.read_bytes()
+
+
+def smtp_exchange(port: int, commands: list[bytes]) -> list[bytes]:
+    """Write each command's exact bytes (CRLF added) on a raw socket; the last line of each reply."""
+    replies: list[bytes] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, sock.makefile("rb") as replies_in:
+
+        def reply() -> bytes:
+            for _ in range(50):  # lines in one reply, at most
+                line = replies_in.readline(4096)
+                if not line or line[3:4] != b"-":
+                    return line
+            raise AssertionError("no end of reply within 50 lines")
+
+        assert reply().startswith(b"220 ")
+        for command in commands:
+            sock.sendall(command + b"\r\n")
+            replies.append(reply())
+    return replies
+
+
+def test_serve_refuses_header_injection_through_the_envelope(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    folder = tmp_path / "mail"
+    served = serve("--output", str(folder), "--max-messages", "1")
+    # A lone LF (or CR) inside a quoted local part stays inside the line: commands end at CRLF.
+    replies = smtp_exchange(served.port, [
+        b"EHLO client.example",
+        b'MAIL FROM:<"a\nX-Injected: forged"@example.com>',
+        b'MAIL FROM:<"a\rX-Injected: forged"@example.com>',
+        b"MAIL FROM:<ann@example.com>",
+        b'RCPT TO:<"b\nX-Injected: forged"@example.com>',
+        b"RCPT TO:<bob@example.com>",
+        b"DATA",
+        b"Subject: clean\r\n\r\nbody\r\n.",
+        b"QUIT",
+    ])
+    assert [reply[:9] for reply in replies] == [
+        b"250 SIZE ", b"501 5.1.7", b"501 5.1.7", b"250 2.1.0", b"501 5.1.3", b"250 2.1.5",
+        b"354 Conti", b"250 2.0.0", b"221 2.0.0",
+    ]
+    served.wait_for(r"^stopped \(received 1 messages\)")
+    [saved] = folder.glob("*.eml")
+    data = saved.read_bytes()
+    assert b"X-Injected" not in data
+    assert data.startswith(b"Return-Path: <ann@example.com>\r\nDelivered-To: bob@example.com\r\n"
+                           b"Subject: clean\r\n")
+
+
+@pytest.mark.parametrize("kind", ["eml", "mbox", "maildir"])
+def test_mailstore_never_writes_a_header_line_from_the_envelope(tmp_path: Path, kind: str) -> None:
+    # Whatever a server lets through, the store keeps each envelope address on its own line.
+    from syncsmtp.cli._mailstore import open_store
+    from syncsmtp.testing import ReceivedMessage
+
+    store = open_store(kind, tmp_path / "store")
+    received = ReceivedMessage(
+        sender='"a\nX-Injected: forged"@example.com', recipients=('"b\r\nX-Injected: forged"@example.com',),
+        data=b"Subject: x\r\n\r\nbody\r\n", raw=b"", mail_options=(), helo="h", tls=False, auth_user=None,
+    )
+    try:
+        store.save(received)
+    finally:
+        store.close()
+    if kind == "eml":
+        [saved] = (tmp_path / "store").glob("*.eml")
+    elif kind == "mbox":
+        saved = tmp_path / "store"
+    else:
+        [saved] = (tmp_path / "store" / "new").iterdir()
+    data = saved.read_bytes()
+    assert not re.search(rb"^X-Injected", data, re.MULTILINE)
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert parsed["X-Injected"] is None and parsed["Subject"] == "x"
+    assert "X-Injected" in parsed["Return-Path"] and "X-Injected" in parsed["Delivered-To"]
 
 
 # -- demo -------------------------------------------------------------------------------------------
