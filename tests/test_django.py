@@ -12,6 +12,7 @@ import email
 import email.policy
 import os
 import re
+import secrets
 import smtplib
 import socket
 import ssl
@@ -33,8 +34,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.test.utils import setup_test_environment, teardown_test_environment
+from django.views.debug import ExceptionReporter
+from django_site.urls import send_view
 from postfix import PostfixInstance
 
 import syncsmtp
@@ -788,3 +791,153 @@ def test_locmem_backend_by_override_settings(smtp_server_factory: ServerFactory)
         finally:
             del mail.outbox
     assert server.connections == 0
+
+
+# -- 11. error reports: the debug page and the report mailed to ADMINS show no password ------------
+
+# Reports quote the source lines around each frame, so no line holds the password; every form of
+# it (as set, percent-encoded in a URL, HTML-escaped) holds TOKEN.
+TOKEN = secrets.token_hex(8)
+SECRET = f"pw:{TOKEN}@/"
+SOURCES = ["EMAIL_HOST_PASSWORD", "SYNCSMTP-password", "EMAIL_URL", "SYNCSMTP-url"]
+DEBUG = pytest.mark.parametrize("debug", [True, False], ids=["debug-page", "admins-report"])
+
+
+def credential_settings(source: str, port: int, *, ca_file: str | None = None) -> dict[str, Any]:
+    """Settings that give syncsmtp the user ``user`` and SECRET through ``source``: over
+    STARTTLS trusting ``ca_file`` when it is given, else over plaintext (ImproperlyConfigured)."""
+    trust = {"ca_file": ca_file} if ca_file else {}
+    url = f"{'smtp' if ca_file else 'smtp+plain'}://user:{quote(SECRET, safe='')}@127.0.0.1:{port}"
+    url += f"?ca_file={quote(ca_file)}" if ca_file else ""
+    found: dict[str, Any] = {
+        "EMAIL_HOST": "127.0.0.1", "EMAIL_PORT": port, "EMAIL_USE_TLS": bool(ca_file), "EMAIL_USE_SSL": False,
+        "EMAIL_HOST_USER": "", "EMAIL_HOST_PASSWORD": "", "SYNCSMTP": trust,
+    }
+    if source == "EMAIL_HOST_PASSWORD":
+        found.update(EMAIL_HOST_USER="user", EMAIL_HOST_PASSWORD=SECRET)
+    elif source == "SYNCSMTP-password":
+        found["SYNCSMTP"] = {**trust, "username": "user", "password": SECRET}
+    elif source == "EMAIL_URL":
+        found["EMAIL_URL"] = url
+    else:
+        found["SYNCSMTP"] = {"url": url}
+    return found
+
+
+def error_reports(expected: type[BaseException], fail: Callable[[], object]) -> list[str]:
+    """The exception ``fail()`` raises, as Django reports it: the HTML debug page with DEBUG,
+    else the plain-text and HTML reports AdminEmailHandler mails to ADMINS."""
+    request = RequestFactory().get("/send/1")
+    try:
+        fail()
+    except expected:
+        reporter = ExceptionReporter(request, *sys.exc_info(), is_email=not settings.DEBUG)
+        return [reporter.get_traceback_html(), reporter.get_traceback_text()]
+    pytest.fail(f"no {expected.__name__}")
+
+
+def assert_no_password(reports: list[str]) -> None:
+    for report in reports:
+        where = report.find(TOKEN)
+        assert where < 0, f"the password is in the report: ...{report[max(0, where - 300):where + 40]}"
+
+
+def in_a_view() -> object:
+    return send_view(RequestFactory().get("/send/1"), 1)
+
+
+@DEBUG
+@pytest.mark.parametrize("source", SOURCES)
+def test_credentials_without_tls_reports_hide_the_password(source: str, debug: bool) -> None:
+    with override_settings(**credential_settings(source, closed_port()), DEBUG=debug):
+        reports = error_reports(ImproperlyConfigured, in_a_view)
+    assert_no_password(reports)
+    assert "allow_plaintext_auth" in reports[1], "the report still says what is wrong"
+
+
+@DEBUG
+def test_constructor_password_is_hidden_from_reports(debug: bool) -> None:
+    """The backend made directly (get_connection()'s own frame holds its keyword arguments)."""
+    from syncsmtp.django import EmailBackend
+
+    def make() -> object:
+        return EmailBackend(username="user", password=SECRET)
+
+    with override_settings(EMAIL_PORT=closed_port(), EMAIL_USE_TLS=False, DEBUG=debug):
+        assert_no_password(error_reports(ImproperlyConfigured, make))
+
+
+@DEBUG
+@pytest.mark.parametrize("failure", ["auth-declined", "recipient-refused"])
+@pytest.mark.parametrize("source", SOURCES)
+def test_smtp_error_in_a_view_reports_hide_the_password(smtp_server_factory: ServerFactory, source: str,
+                                                        failure: str, debug: bool) -> None:
+    declined = failure == "auth-declined"  # else logged in, then refused
+    server = smtp_server_factory(tls="starttls", users={"user": "other" if declined else SECRET})
+    server.refuse_recipient("visitor@example.com")
+    expected = syncsmtp.AuthDeclinedError if declined else syncsmtp.RecipientsRefused
+    assert server.ca_file is not None
+    with override_settings(**credential_settings(source, server.port, ca_file=server.ca_file), DEBUG=debug):
+        assert_no_password(error_reports(expected, in_a_view))
+
+
+@DEBUG
+@pytest.mark.parametrize("source", ["EMAIL_URL", "SYNCSMTP-url"])
+def test_any_error_report_hides_the_password_in_a_url(source: str, debug: bool) -> None:
+    """Every report lists the settings, whether or not mail was sent: the URL shows without its password."""
+    with override_settings(**credential_settings(source, 587, ca_file=__file__), DEBUG=debug):
+        reports = error_reports(ZeroDivisionError, lambda: 1 / 0)
+    assert_no_password(reports)
+    assert "smtp://user:********@127.0.0.1:587?ca_file=" in reports[1]
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_hidden_settings_keep_their_value(smtp_server_factory: ServerFactory, source: str) -> None:
+    server = smtp_server_factory(tls="starttls", users={"user": SECRET})
+    assert server.ca_file is not None
+    with override_settings(**credential_settings(source, server.port, ca_file=server.ca_file)):
+        assert mail.send_mail("hidden", "b\n", "ann@example.com", ["bob@example.com"]) == 1
+        assert mail.get_connection().policy.password == SECRET
+    (received,) = server.wait_for(1)
+    assert received.auth_user == "user"
+
+
+STARTUP_SCRIPT = """
+import sys
+import django
+from django.conf import settings
+from django.views.debug import ExceptionReporter
+
+settings.configure(DEBUG=True, SECRET_KEY="not secret", EMAIL_BACKEND="syncsmtp.django.EmailBackend",
+                   EMAIL_URL=sys.argv[1], SYNCSMTP={"url": sys.argv[1]}, INSTALLED_APPS=["syncsmtp.django"])
+django.setup()
+try:
+    1 / 0                              # an error before any mail is sent
+except ZeroDivisionError:
+    reporter = ExceptionReporter(None, *sys.exc_info())
+    print(reporter.get_traceback_html())
+    print(reporter.get_traceback_text())
+"""
+
+
+def test_urls_are_hidden_from_startup(tmp_path: Path) -> None:
+    """With the app installed, settings.py's URLs are hidden before the backend is first used."""
+    script = tmp_path / "startup.py"
+    script.write_text(STARTUP_SCRIPT)
+    environment = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
+    environment["PYTHONPATH"] = str(REPO)
+    url = f"smtp://user:{quote(SECRET, safe='')}@smtp.example.com:587"
+    out = subprocess.run([sys.executable, str(script), url], capture_output=True,
+                         text=True, timeout=60, env=environment, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert_no_password([out.stdout])
+    assert "EMAIL_URL = 'smtp://user:********@smtp.example.com:587'" in out.stdout
+
+
+def test_password_with_an_unencoded_slash_in_email_url() -> None:
+    """A URL that does not parse: neither check E001 nor the error report quotes its userinfo."""
+    with override_settings(EMAIL_URL=f"smtp://user:{TOKEN}/x@127.0.0.1:587"):
+        problems = [found for found in checks.run_checks() if found.id == "syncsmtp.E001"]
+        assert len(problems) == 1
+        assert TOKEN not in f"{problems[0].msg} {problems[0].hint}"
+        assert_no_password(error_reports(ImproperlyConfigured, in_a_view))

@@ -1,4 +1,5 @@
-"""The app that registers syncsmtp's system checks (``INSTALLED_APPS``: ``"syncsmtp.django"``)."""
+"""The app (``INSTALLED_APPS``: ``"syncsmtp.django"``) that registers syncsmtp's system checks and
+hides the password in ``EMAIL_URL`` / ``SYNCSMTP["url"]`` from error reports from start-up."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ class SyncSMTPConfig(AppConfig):  # type: ignore[misc]  # Django is not typed
     def ready(self) -> None:
         from django.core import checks
 
+        from ._config import hide_secret_settings
         from .checks import check_email_settings
 
         checks.register(check_email_settings, checks.Tags.security)
+        # Before any error report lists the settings.
+        hide_secret_settings()

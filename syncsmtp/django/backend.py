@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage, sanitize_address
 
+from .._settings import hide_password
 from ..client import DEFAULT_TIMEOUT
 from ..errors import SMTPError
 from ..mailer import Mailer
@@ -65,6 +66,8 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
         **kwargs: Any,
     ) -> None:
         super().__init__(fail_silently=fail_silently)
+        # Rebound so that this frame's locals, which error reports show, hide it.
+        password = hide_password(password)
         found = connection_settings()
         self.host = host or found.host
         self.port = port or found.port
