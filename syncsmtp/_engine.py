@@ -38,7 +38,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import _sasl
+from . import _replies, _sasl
 from ._tls import client_tls_options
 from ._wire import CHUNK_SIZE, iter_encoded
 from .errors import (
@@ -147,6 +147,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
     """
 
     debug = False  # Twisted's LineLog would keep credentials in memory.
+    MAX_LENGTH = _replies.MAX_LINE_BYTES
     transport: Any
     # ESMTPClient's own __setattr__ only warns about a long-deprecated name, and
     # costs a Python call on every one of the ~100 attribute writes of a send.
@@ -193,6 +194,14 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._quit_pipelined = False
         self._producer: _DataProducer | None = None
         self._quit_timer: Any = None
+        # False once the connection is being dropped: Twisted's line reader
+        # would go on with the lines left in its buffer.
+        self._reading = True
+        self._reply_lines = 0
+        self._reply_bytes = 0
+        # Set when the reply after the data is a well-formed refusal, the only
+        # outcome after the final dot that says "not delivered".
+        self._refused_after_data = False
 
     # -- bookkeeping -------------------------------------------------------------
 
@@ -211,6 +220,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         return tuple(line.decode("utf-8", "replace") for line in self._transcript)
 
     def sendLine(self, line: bytes) -> None:  # noqa: N802
+        if not self._reading:
+            return
         if self._redacting:
             if line.startswith(b"AUTH "):
                 words = line.split(b" ")
@@ -223,12 +234,36 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         smtp.ESMTPClient.sendLine(self, line)
 
     def lineReceived(self, line: bytes) -> Any:  # noqa: N802
+        if not self._reading:
+            self.clearLineBuffer()  # nothing after a fatal error is read
+            return None
         self._note(b"S: " + line)
-        if line[3:4] == b"-" and line[:3].isdigit():
+        if not _replies.is_reply_line(line):
+            self._fail(ProtocolError(
+                f"{self._policy.address} sent something that is not an SMTP reply: "
+                f"{line[:80].decode('utf-8', 'replace')!r}"
+            ), fatal=True)
+            return None
+        self._reply_lines += 1
+        self._reply_bytes += len(line)
+        if self._reply_lines > _replies.MAX_REPLY_LINES or self._reply_bytes > _replies.MAX_REPLY_BYTES:
+            self._fail(ProtocolError(
+                f"{self._policy.address} sent a reply of more than {_replies.MAX_REPLY_LINES} lines "
+                f"or {_replies.MAX_REPLY_BYTES} bytes; no SMTP reply is that long"
+            ), fatal=True)
+            return None
+        if _replies.is_continuation(line):
             # A continuation line (most of an EHLO reply): just collect it.
             self.resp.append(line[4:])
             return None
+        self._reply_lines = self._reply_bytes = 0
         return smtp.ESMTPClient.lineReceived(self, line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        self._fail(ProtocolError(
+            f"{self._policy.address} sent a line longer than {_replies.MAX_LINE_BYTES} bytes; "
+            "no SMTP reply line is that long"
+        ), fatal=True)
 
     def _reply(self, code: int, resp: bytes | str) -> Reply:
         return Reply.parse(code, resp)
@@ -281,6 +316,10 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         if target.called:
             return False
         if isinstance(outcome, SMTPError):
+            if self._progress.maybe_delivered and not self._refused_after_data:
+                # The whole message was written and no well-formed refusal came:
+                # the server may have it (a malformed reply, a time-out, a loss).
+                outcome.maybe_delivered = True
             outcome.host = outcome.host or self._policy.host
             outcome.stage = outcome.stage or self.stage
             outcome.transcript = self._transcript_lines()
@@ -332,8 +371,13 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self.transport.loseConnection()
 
     def _abort(self) -> None:
+        self._reading = False
         if self.transport is not None:
             self.transport.abortConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now; no further reply is read or command written."""
+        self._abort()
 
     def _quit(self) -> None:
         self._stage("quit")
@@ -702,6 +746,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._quit_after = quit_after
         self._accepted, self._refused = [], {}
         self._awaiting, self._mail_reply = 0, None
+        self._refused_after_data = False
         if not self._needs_rset:
             self._begin_mail()
             return
@@ -913,10 +958,18 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             else:
                 self._go_idle()
             self._finish_with(result)
-        else:
+        elif _replies.is_refusal(code):
+            self._refused_after_data = True
             self._fail(
                 MessageRefused(f"{self._policy.address} refused the message: {reply}", reply=reply)
             )
+        else:
+            self._fail(ProtocolError(
+                f"{self._policy.address} answered the message data with {reply}, which is neither "
+                "an acceptance nor a refusal: the message may have been delivered. It was not "
+                "sent again; check before resending, or risk a duplicate",
+                reply=reply,
+            ), fatal=True)
 
     def smtpState_disconnect(self, code: int, resp: bytes | None) -> None:  # noqa: N802
         if self.transport is not None:
@@ -1020,8 +1073,8 @@ def deliver(
     def cancel(_: defer.Deferred[SendResult]) -> None:
         if connection is not None:
             connection.cancel()
-        if session is not None and session.transport is not None:
-            session.transport.abortConnection()
+        if session is not None:
+            session.abort()
 
     done: defer.Deferred[SendResult] = defer.Deferred(cancel)
     try:

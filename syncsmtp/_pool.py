@@ -268,7 +268,7 @@ class SessionPool:
             self._waiting.remove(request)
         if request.session is not None and request.session.transport is not None:
             # Mid-transaction: the session cannot be trusted for another message.
-            request.session.transport.abortConnection()
+            request.session.abort()
 
     def close(self) -> defer.Deferred[None]:
         """QUIT every session (busy ones after their message) and fail waiting messages."""

@@ -255,7 +255,7 @@ class _Attempt:
             if error is not None and not session.ready.called:
                 session.abort_for_deadline()
             else:
-                session.transport.abortConnection()
+                session.abort()
             return
         # Still connecting: the outcome is settled before cancelling, which reports
         # a failure of its own.
