@@ -831,6 +831,62 @@ def test_mailstore_never_writes_a_header_line_from_the_envelope(tmp_path: Path, 
     assert "X-Injected" in parsed["Return-Path"] and "X-Injected" in parsed["Delivered-To"]
 
 
+def test_serve_escapes_control_characters_in_what_it_prints(
+    serve: Callable[..., Served], tmp_path: Path
+) -> None:
+    served = serve("--output", str(tmp_path / "mail"), "--auth-any", "--max-messages", "1")
+    subject = "\x1b[2J\x1b]0;owned\x07 csi \x9b31m h\u00e9llo \u2713"
+    message = email.message.EmailMessage()
+    message["Subject"] = subject  # an encoded word on the wire, decoded by serve
+    message.set_content("body")
+    message.add_attachment(b"x", maintype="application", subtype="octet-stream", filename="\x1b[5mblink.bin")
+    with smtplib.SMTP("127.0.0.1", served.port, timeout=20, local_hostname="\x1b[31mred.example") as client:
+        client.login("\x1b[8mhidden", "whatever")
+        client.sendmail("a@example.com", ["b@example.com"], message.as_bytes())
+    served.wait_for(r"^stopped \(received 1 messages\)")
+    assert served.process.wait(timeout=20) == 0
+    _, _, err = served.stop()  # exited already: no signal, the rest of its output
+    printed = "".join(served.output) + err
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", printed), repr(printed)
+    assert "Subject: \\x1b[2J\\x1b]0;owned\\x07 csi \\x9b31m h\u00e9llo \u2713" in printed
+    assert "\\x1b[5mblink.bin" in printed and "EHLO \\x1b[31mred.example" in printed
+    assert "AUTH as '\\x1b[8mhidden'" in printed
+
+
+def test_send_escapes_control_characters_from_the_server(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    server.fail("mail", 550, "5.7.1 \x1b[2J\x1b]0;owned\x07 go away")
+    done = cli("send", *server_args(server), *message_args("--transcript", "--color", "never"))
+    assert done.returncode == ExitCode.REFUSED, done.stderr
+    assert "\x1b" not in done.stdout + done.stderr and "\x07" not in done.stdout + done.stderr
+    assert "S: 550 5.7.1 \\x1b[2J\\x1b]0;owned\\x07 go away" in done.stderr
+    assert re.search(r"^error: .*\\x1b\[2J", done.stderr, re.MULTILINE)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "127.9.8.7", "::1", "localhost", "LOCALHOST")
+
+
+@pytest.mark.parametrize(
+    "host", [*LOOPBACK_HOSTS, "0.0.0.0", "::", "", "192.0.2.1",  # noqa: S104 (never bound)
+             "fe80::1", "::ffff:127.0.0.1", "127.1", "example.com"],
+)
+def test_serve_and_the_test_server_agree_on_loopback(host: str) -> None:
+    from syncsmtp.cli._exit import UsageError
+    from syncsmtp.cli._serve import parse_listen
+
+    try:
+        parse_listen(f"[{host}]:0" if ":" in host else f"{host}:0")
+        cli_allows = True
+    except UsageError:
+        cli_allows = False
+    try:
+        SMTPTestServer(tls="none", host=host)  # only constructed, never started
+        server_allows = True
+    except ValueError:
+        server_allows = False
+    assert cli_allows == server_allows == (host in LOOPBACK_HOSTS)
+
+
 # -- demo -------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""What the commands print: colour when the terminal takes it, and never a secret."""
+"""What the commands print: colour when the terminal takes it, never a secret, and no
+terminal control sequence from the other side (see :func:`printable`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import os
 import re
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 from urllib.parse import quote
 
-__all__ = ["COLOR_MODES", "Console", "paragraph", "use_color"]
+__all__ = ["COLOR_MODES", "Console", "paragraph", "printable", "use_color"]
 
 COLOR_MODES = ("auto", "always", "never")
 
@@ -27,6 +29,22 @@ _MIN_SECRET = 4
 def paragraph(text: str) -> str:
     """``text`` wrapped for ``--help`` (whose raw formatter keeps the examples' line breaks)."""
     return textwrap.fill(text, 79)
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal: every character that is not printable (C0 and
+    C1 controls such as ESC and CSI, DEL, bidirectional overrides, line separators,
+    lone surrogates) written as Python writes it in a string literal (``\\x1b``,
+    ``\\u202e``); printable Unicode and spaces as they are. Remote input (envelopes,
+    headers, replies) goes through it, so that it cannot clear the screen, retitle
+    the window or hide text."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() or unicodedata.category(char) == "Zs" or (keep_newlines and char == "\n")
+        else ascii(char)[1:-1]
+        for char in text
+    )
 
 
 def use_color(mode: str, stream: TextIO) -> bool:
@@ -89,17 +107,20 @@ class Console:
         print(self.redact(text), file=self.stderr, flush=True)
 
     def error(self, message: str, hint: str | None = None) -> None:
-        """``error: message`` on stderr, and a hint line when there is one."""
+        """``error: message`` on stderr, and a hint line when there is one (both may
+        quote a server's reply: control characters are escaped)."""
+        message = printable(message, keep_newlines=True)
         self.err(f"{self.style('error:', 'red', 'bold', stderr=True)} {message}")
         if hint:
-            self.err(f"{self.style('hint:', 'yellow', stderr=True)} {hint}")
+            self.err(f"{self.style('hint:', 'yellow', stderr=True)} {printable(hint, keep_newlines=True)}")
 
     def transcript(self, lines: Iterable[str], *, stderr: bool = False, indent: str = "") -> None:
         """An SMTP transcript: client lines in cyan, server replies by class
-        (2xx/3xx green, 4xx yellow, 5xx red), redactions in magenta."""
+        (2xx/3xx green, 4xx yellow, 5xx red), redactions in magenta; control
+        characters escaped (a server's reply is remote input)."""
         write = self.err if stderr else self.out
         for line in lines:
-            write(indent + self._transcript_line(self.redact(line), stderr))
+            write(indent + self._transcript_line(printable(self.redact(line)), stderr))
 
     def _transcript_line(self, line: str, stderr: bool) -> str:
         if line.startswith("C: "):

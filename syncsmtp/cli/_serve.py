@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import email.message
-import ipaddress
 import queue
 import signal
 import threading
@@ -22,10 +21,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..testing._addresses import LOOPBACK_HINT, is_loopback_host
 from ._exit import ExitCode, UsageError
 from ._mailstore import FORMATS, MailStore, default_path, open_store
 from ._options import Subcommands, add_color_option, password_from_environment, refuse_password_options
-from ._output import Console, paragraph
+from ._output import Console, paragraph, printable
 
 if TYPE_CHECKING:
     from ..policy import Policy
@@ -112,17 +112,14 @@ def parse_listen(value: str) -> tuple[str, int]:
         host, _, port_text = value.rpartition(":")
     if not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise UsageError(f"--listen wants [HOST:]PORT with a port from 0 to 65535, not {value!r}")
-    if host == "localhost":
-        host = _DEFAULT_HOST
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    # The test server's own rule, checked here before a password prompt or a store.
+    if not is_loopback_host(host):
         raise UsageError(
-            f"--listen {host!r}: serve listens only on a loopback address (127.0.0.0/8 or ::1); "
+            f"--listen {printable(host)!r}: serve listens only on a loopback address ({LOOPBACK_HINT}); "
             "it accepts any mail, which is for development only"
         )
+    if host.lower() == "localhost":
+        host = _DEFAULT_HOST  # one address, where the name could mean IPv4 or IPv6
     return host, int(port_text)
 
 
@@ -230,6 +227,7 @@ class Sink:
         except OSError as error:
             # The server has accepted it already; say so, and go on serving.
             location = f"NOT SAVED: {error}"
+            # Console.error escapes what the sender chose.
             self.console.error(f"message {self.received} from <{received.sender}> was not saved: {error}")
         # The server keeps an outbox for tests; a long-running sink has no use for it.
         self.server.clear()
@@ -239,19 +237,21 @@ class Sink:
         return True
 
     def _print(self, received: ReceivedMessage, location: str) -> None:
+        # Everything but the count, the time and the sizes comes from the client:
+        # escaped before it is styled, so only the styles' own ESC reach the terminal.
         console = self.console
-        subject, details = _summary(received)
+        subject, details = (printable(text) for text in _summary(received))
         when = datetime.datetime.now().strftime("%H:%M:%S")
-        recipients = ", ".join(f"<{r}>" for r in received.recipients)
+        recipients = printable(", ".join(f"<{r}>" for r in received.recipients))
         security = "TLS" if received.tls else "plaintext"
         if received.auth_user is not None:
-            security += f", AUTH as {received.auth_user!r}"
+            security += f", AUTH as {received.auth_user!r}"  # repr escapes as printable() does
         number = console.style(f"[{self.received}]", "bold")
-        sender = console.style(f"<{received.sender}>", "cyan")
+        sender = console.style(printable(f"<{received.sender}>"), "cyan")
         console.out(f"{number} {when} from {sender} to {console.style(recipients, 'cyan')}")
         console.out(f"    Subject: {subject}")
-        console.out(f"    {len(received.data)} bytes, {details}; {security}, EHLO {received.helo}")
-        console.out(f"    saved to {location}")
+        console.out(f"    {len(received.data)} bytes, {details}; {security}, EHLO {printable(received.helo)}")
+        console.out(f"    saved to {printable(location)}")
 
 
 @contextmanager
