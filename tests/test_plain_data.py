@@ -107,6 +107,33 @@ def test_policy_from_url_rejects(url: str) -> None:
         syncsmtp.Policy.from_url(url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "smtp://usr9x:Hunter2Secret/Prefix@smtp.example.com:587",  # was: "...as 'Hunter2Secret'"
+        "smtp://usr9x:4711/Secret@smtp.example.com",  # was: host "user", port 4711, no password
+        "smtp://usr9x:Hunter2?Secret@smtp.example.com",
+        "smtp://usr9x:Hunter2#Secret@smtp.example.com",
+        "smtp://usr9x:Hunter2@Secret@smtp.example.com",
+        "smtp://usr9x:Hunter2 Secret@smtp.example.com",
+        "smtp://usr9x:12?Secret@smtp.example.com",  # was: "unknown SMTP URL option 'Secret@...'"
+    ],
+)
+def test_policy_from_url_errors_never_repeat_the_userinfo(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        syncsmtp.Policy.from_url(url)
+    text = str(caught.value) + repr(caught.value)
+    for piece in ("Hunter2", "Secret", "4711", "usr9x"):
+        assert piece not in text
+    assert "percent-encoded" in text
+
+
+def test_policy_from_url_takes_a_percent_encoded_password_and_tls_ciphers() -> None:
+    policy = syncsmtp.Policy.from_url("smtp://usr9x:a%2Fb%3Fc%23d%40e@smtp.example.com?tls_ciphers=DEFAULT")
+    assert policy.password == "a/b?c#d@e" and policy.host == "smtp.example.com"
+    assert policy.tls_ciphers == "DEFAULT"
+
+
 # -- messages ---------------------------------------------------------------------
 
 
