@@ -13,9 +13,11 @@ import email.charset
 import email.message
 import email.utils
 import logging
+import secrets
 import socket
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -640,6 +642,66 @@ def test_mail_without_init_app() -> None:
     app = Flask("bare")
     with app.app_context(), pytest.raises(RuntimeError, match="init_app"):
         Mail().send(Message("x", recipients=["bob@example.com"], sender="ann@example.com"))
+
+
+# -- 6b. the password in debuggers: no repr in syncsmtp's frames shows it ----------------------------
+
+# No source line holds the password (debuggers quote them); every form of it holds TOKEN.
+TOKEN = secrets.token_hex(8)
+SECRET = f"pw:{TOKEN}@/"
+
+
+def credential_config(source: str, port: int, *, ca_file: str | None = None) -> dict[str, Any]:
+    """Config that gives the user ``user`` and SECRET through ``source``: over STARTTLS trusting
+    ``ca_file`` when it is given, else over plaintext (a ValueError at init_app)."""
+    trust = {"ca_file": ca_file} if ca_file else {}
+    url = f"{'smtp' if ca_file else 'smtp+plain'}://user:{quote(SECRET, safe='')}@127.0.0.1:{port}"
+    if source == "MAIL_PASSWORD":
+        return {"MAIL_PORT": port, "MAIL_USE_TLS": bool(ca_file), "MAIL_USERNAME": "user",
+                "MAIL_PASSWORD": SECRET, "SYNCSMTP": trust}
+    if source == "SYNCSMTP-password":
+        return {"MAIL_PORT": port, "MAIL_USE_TLS": bool(ca_file),
+                "SYNCSMTP": {**trust, "username": "user", "password": SECRET}}
+    return {"SYNCSMTP": {**trust, "url": url}}
+
+
+def assert_no_password_in_frames(error: BaseException) -> None:
+    """What a debugger shows of each frame (the repr of its locals) and the message hide the
+    password; but for ``config``: the app's own config object lists every key, MAIL_PASSWORD too."""
+    assert TOKEN not in str(error)
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        for name, value in frame.f_locals.items():
+            shown = shown_repr(value)
+            assert name == "config" or TOKEN not in shown, f"{frame.f_code.co_name}() shows {name} = {shown}"
+
+
+def shown_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception as error:  # an object half made when the error was raised: debuggers say so
+        return f"<repr failed: {error!r}>"
+
+
+@pytest.mark.parametrize("source", ["MAIL_PASSWORD", "SYNCSMTP-password", "SYNCSMTP-url"])
+def test_credentials_over_plaintext_error_hides_the_password(make_app: AppFactory, source: str) -> None:
+    with pytest.raises(ValueError, match="allow_plaintext_auth") as caught:
+        make_app(**credential_config(source, closed_port()))
+    assert_no_password_in_frames(caught.value)
+
+
+@pytest.mark.parametrize("source", ["MAIL_PASSWORD", "SYNCSMTP-password", "SYNCSMTP-url"])
+def test_auth_declined_in_a_view_hides_the_password(smtp_server_factory: ServerFactory, make_app: AppFactory,
+                                                    source: str) -> None:
+    server = smtp_server_factory(tls="starttls", users={"user": "other"})
+    assert server.ca_file is not None
+    app = make_app(**credential_config(source, server.port, ca_file=server.ca_file))
+    with pytest.raises(syncsmtp.AuthDeclinedError) as caught:
+        post(app)
+    assert_no_password_in_frames(caught.value)
+    state = app.extensions["mail"]
+    assert state.policy.password == SECRET
+    for shown in (repr(state), repr(state.policy), repr(vars(state))):
+        assert TOKEN not in shown
 
 
 # -- 7. side by side with Flask-Mail 0.10 (plaintext, no AUTH) -------------------------------------------

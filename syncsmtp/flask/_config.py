@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .._settings import policy_from_settings, syncsmtp_options
+from .._settings import hide_password, policy_from_settings, syncsmtp_options
 from ..client import DEFAULT_TIMEOUT, check_timeout
 from ..policy import Policy
 
@@ -43,6 +43,9 @@ class MailSettings:
 def read_settings(config: Mapping[str, Any], *, debug: bool, testing: bool) -> MailSettings:
     """The settings in ``config`` (``app.config``), with Flask-Mail's defaults.
 
+    The password is kept as a :class:`~syncsmtp._settings.SecretStr`,
+    whose repr hides it.
+
     Raises ValueError for settings that make no usable policy: MAIL_USE_TLS
     with MAIL_USE_SSL, credentials without TLS (unless SYNCSMTP allows
     plaintext AUTH), an unknown SYNCSMTP key, a bad URL or value."""
@@ -56,12 +59,13 @@ def read_settings(config: Mapping[str, Any], *, debug: bool, testing: bool) -> M
         except (TypeError, ValueError) as error:
             raise ValueError(f"SYNCSMTP['url'] does not make a valid syncsmtp policy: {error}") from None
         server, port = policy.host, policy.effective_port
-        username, password = policy.username, policy.password
+        username, password = policy.username, hide_password(policy.password)
         use_tls, use_ssl = policy.tls == "starttls", policy.tls == "implicit"
     else:
         server = str(config.get("MAIL_SERVER", "127.0.0.1"))
         port = _port(config.get("MAIL_PORT", 25))
-        username, password = config.get("MAIL_USERNAME"), config.get("MAIL_PASSWORD")
+        # Hidden from reprs (debuggers show this frame's locals, MailState's attributes).
+        username, password = config.get("MAIL_USERNAME"), hide_password(config.get("MAIL_PASSWORD"))
         use_tls, use_ssl = bool(config.get("MAIL_USE_TLS", False)), bool(config.get("MAIL_USE_SSL", False))
         policy = _policy_from_keys(server, port, username, password, use_tls, use_ssl, extra)
     max_emails = config.get("MAIL_MAX_EMAILS")
