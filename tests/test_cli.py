@@ -863,6 +863,18 @@ def test_send_escapes_control_characters_from_the_server(smtp_server_factory: Se
     assert re.search(r"^error: .*\\x1b\[2J", done.stderr, re.MULTILINE)
 
 
+def test_check_and_send_tables_escape_what_the_server_says(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none", extensions=("8BITMIME", "X-\x1b[2JCLEAR"))
+    done = cli("check", *server_args(server), "--color", "never")
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stdout and "X-\\x1b[2JCLEAR" in done.stdout
+    server.fail("rcpt", 550, "5.1.1 \x1b]0;owned\x07 no such user", times=1)
+    sent = cli("send", *server_args(server), *message_args("--to", "carl@example.com", "--color", "never"))
+    assert sent.returncode == 0, sent.stderr
+    assert "\x1b" not in sent.stdout + sent.stderr and "\x07" not in sent.stdout + sent.stderr
+    assert "\\x1b]0;owned\\x07" in sent.stderr
+
+
 LOOPBACK_HOSTS = ("127.0.0.1", "127.9.8.7", "::1", "localhost", "LOCALHOST")
 
 

@@ -15,7 +15,7 @@ from ..client import wait_for_outcome
 from ..errors import SMTPError
 from ._exit import ExitCode, exit_code_for, hint_for
 from ._options import Subcommands, add_color_option, add_server_options, build_policy
-from ._output import Console, paragraph
+from ._output import Console, paragraph, printable
 
 if TYPE_CHECKING:
     from .._probe import Capabilities, CertificateInfo, ProbeResult
@@ -106,9 +106,9 @@ def _size(limit: int | None) -> str:
 
 
 def _capability_rows(title: str, capabilities: Capabilities) -> list[tuple[str, str]]:
-    announced = " ".join(
+    announced = printable(" ".join(
         key if value is None else f"{key} {value}" for key, value in capabilities.keywords.items()
-    )
+    ))
     return [
         (title, announced or "(no extensions)"),
         ("  SIZE limit", _size(capabilities.size_limit)),
@@ -149,7 +149,9 @@ def _auth(result: ProbeResult, username: str | None, console: Console) -> str:
 
 def _rows(result: ProbeResult, username: str | None, console: Console) -> list[tuple[str, str]]:
     rows = [("server", f"{_address(result)} (tls: {result.tls_mode})")]
-    rows.append(("greeting", str(result.greeting) if result.greeting else "none"))
+    # What the server chose to say goes through printable(): it must not drive the terminal.
+    rows.append(("greeting", printable(str(result.greeting), keep_newlines=True) if result.greeting
+                 else "none"))
     if result.capabilities_before_tls is not None:
         title = "EHLO before TLS" if result.tls or result.tls_mode != "none" else "EHLO"
         rows += _capability_rows(title, result.capabilities_before_tls)
@@ -162,11 +164,11 @@ def _rows(result: ProbeResult, username: str | None, console: Console) -> list[t
     certificate = result.certificate
     if certificate is not None:
         rows += [
-            ("certificate", certificate.subject),
-            ("  issuer", certificate.issuer),
+            ("certificate", printable(certificate.subject)),
+            ("  issuer", printable(certificate.issuer)),
             ("  valid from", certificate.not_before.strftime("%Y-%m-%d %H:%M:%S UTC")),
             ("  valid until", _expiry(certificate, console)),
-            ("  names", ", ".join(certificate.alt_names) or "none"),
+            ("  names", printable(", ".join(certificate.alt_names)) or "none"),
             ("  SHA-256", certificate.sha256),
             ("  verifies", _verified(result, console)),
         ]

@@ -21,7 +21,7 @@ from ..message import prepare_message
 from ..result import Reply, SendResult
 from ._exit import ExitCode, UsageError, exit_code_for, hint_for
 from ._options import Subcommands, add_color_option, add_server_options, build_policy
-from ._output import Console, paragraph
+from ._output import Console, paragraph, printable
 
 __all__ = ["add_parser"]
 
@@ -264,7 +264,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if args.transcript:
             console.transcript(result.transcript)
             console.out()
-        console.out(str(result))
+        console.out(printable(str(result), keep_newlines=True))
     for address, reply in result.refused.items():
-        console.err(f"{console.style('refused:', 'yellow', stderr=True)} {address}: {reply}")
+        console.err(f"{console.style('refused:', 'yellow', stderr=True)} {address}: "
+                    f"{printable(str(reply))}")
     return ExitCode.OK
