@@ -39,6 +39,7 @@ from django.test.utils import setup_test_environment, teardown_test_environment
 from django.views.debug import ExceptionReporter
 from django_site.urls import send_view
 from postfix import PostfixInstance
+from tls_peer import CertificateShape, private_ca, tls_peer
 
 import syncsmtp
 from syncsmtp.testing import ReceivedMessage, SMTPTestServer
@@ -302,6 +303,20 @@ def test_certificates_are_verified_by_both(smtp_server_factory: ServerFactory,
         with pytest.raises(ssl.SSLCertVerificationError):
             mail.get_connection(DJANGOS).send_messages([simple_message()])
     assert server.outbox == []
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_a_certificate_from_the_trusted_ca_but_not_for_the_host_is_refused(mode: str) -> None:
+    """The certificate chains to SYNCSMTP's ca_file, but its only name is "*"."""
+    with private_ca() as ca:
+        cert, key = ca.leaf(CertificateShape("localhost", ("dns:*",)), "django-star")
+        with tls_peer(cert, key, mode) as peer, override_settings(
+            EMAIL_HOST="localhost", EMAIL_PORT=peer.port, EMAIL_USE_TLS=mode == "starttls",
+            EMAIL_USE_SSL=mode == "implicit", EMAIL_HOST_USER="user", EMAIL_HOST_PASSWORD="password",
+            EMAIL_TIMEOUT=10, SYNCSMTP={"ca_file": ca.ca_file},
+        ), pytest.raises(syncsmtp.CertificateError):
+            mail.get_connection(OURS).send_messages([simple_message()])
+    assert peer.after_tls == []  # no EHLO, no AUTH
 
 
 @pytest.mark.parametrize("tls", ["starttls", "implicit"])

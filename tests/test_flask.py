@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import pytest
 from flask import Flask, request
+from tls_peer import CertificateShape, private_ca, tls_peer
 
 import syncsmtp
 import syncsmtp.flask
@@ -164,6 +165,20 @@ def test_certificates_are_verified(smtp_server: SMTPTestServer, make_app: AppFac
     with pytest.raises(syncsmtp.CertificateError):
         post(app)
     assert smtp_server.outbox == []
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+def test_a_certificate_from_the_trusted_ca_but_not_for_the_host_is_refused(make_app: AppFactory,
+                                                                             mode: str) -> None:
+    with private_ca() as ca:
+        cert, key = ca.leaf(CertificateShape("localhost"), "flask-cn-only")  # no subjectAltName
+        with tls_peer(cert, key, mode) as peer:
+            app = make_app(MAIL_SERVER="localhost", MAIL_PORT=peer.port, MAIL_USE_TLS=mode == "starttls",
+                           MAIL_USE_SSL=mode == "implicit", MAIL_USERNAME="user", MAIL_PASSWORD="password",
+                           SYNCSMTP={"ca_file": ca.ca_file})
+            with pytest.raises(syncsmtp.CertificateError):
+                post(app)
+    assert peer.after_tls == []  # no EHLO, no AUTH
 
 
 def test_password_over_plaintext_is_refused_at_init_app(smtp_server_factory: ServerFactory,
