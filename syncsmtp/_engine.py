@@ -912,6 +912,15 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         )
 
     def smtpState_data(self, code: int, resp: bytes) -> None:  # noqa: N802
+        if self._buffer:
+            # The server wrote more after its 354 before it could have seen any
+            # data: no reply may come then, and one read after the dot would be
+            # taken for the message's answer.
+            self._fail(ProtocolError(
+                f"{self._policy.address} sent more after its 354 reply, before the message data; "
+                "nothing was sent. The server or something in between is misbehaving"
+            ), fatal=True)
+            return
         self._stage("message")
         self._note(b"C: <%d bytes of message data>" % self._current().size)
         self._expected = _SUCCESS_CODES

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -65,7 +65,8 @@ def _serve(connection: socket.socket, script: Script) -> None:
 
 
 @contextmanager
-def scripted(script: Script, connections: int = 1) -> Iterator[int]:
+def scripted(script: Script, connections: int = 1,
+             serve: Callable[[socket.socket, Script], None] = _serve) -> Iterator[int]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
@@ -82,7 +83,7 @@ def scripted(script: Script, connections: int = 1) -> Iterator[int]:
                 except OSError:
                     return
                 with connection, suppress(OSError):
-                    _serve(connection, script)
+                    serve(connection, script)
                 break
 
     thread = threading.Thread(target=loop, daemon=True)
@@ -144,6 +145,34 @@ def test_a_well_formed_refusal_of_the_data_means_not_delivered(answer: bytes) ->
         syncsmtp.send(message(), policy(port), timeout=5)
     assert not caught.value.maybe_delivered
     assert caught.value.reply is not None and caught.value.reply.code == int(answer[:3])
+
+
+def test_a_reply_in_the_same_write_as_the_354_is_not_taken_for_the_answer() -> None:
+    script = Script(after_data=b"250 queued\r\n")
+    original = _serve
+
+    def serve_with_extra(connection: socket.socket, script: Script) -> None:
+        original(_ExtraAfter354(connection), script)
+
+    with scripted(script, serve=serve_with_extra) as port, \
+            pytest.raises(syncsmtp.ProtocolError, match="after its 354") as caught:
+        syncsmtp.send(message(), policy(port), timeout=5)
+    assert not caught.value.maybe_delivered and not script.got_final_dot
+
+
+class _ExtraAfter354:
+    """A socket whose 354 reply carries a premature "250" in the same write."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+
+    def sendall(self, data: bytes) -> None:
+        if data.startswith(b"354"):
+            data += b"250-a\r\n250 b\r\n"
+        self._connection.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._connection, name)
 
 
 def test_no_answer_to_the_data_means_maybe_delivered() -> None:
