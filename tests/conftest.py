@@ -43,3 +43,20 @@ def fresh_postfix(postfix: PostfixInstance) -> PostfixInstance:
     """The worker's Postfix with an empty Maildir."""
     postfix.clear()
     return postfix
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options of the hostile-server fuzz test (tests/test_fuzz.py); each has an
+    environment variable too, for runs through tox or CI scripts."""
+    group = parser.getgroup("syncsmtp-fuzz", "hostile-server fuzz test (tests/test_fuzz.py)")
+    group.addoption("--fuzz-cases", type=int, default=None,
+                    help="cases for syncsmtp.send() (env SYNCSMTP_FUZZ_CASES, default 300; "
+                         "the Mailer test runs a third as many)")
+    group.addoption("--fuzz-seed", default=None,
+                    help="seed of the cases (env SYNCSMTP_FUZZ_SEED, default 'syncsmtp')")
+    group.addoption("--fuzz-only", default=None,
+                    help="comma-separated case indices to run, alone (env SYNCSMTP_FUZZ_ONLY)")
+    group.addoption("--fuzz-timeout", type=float, default=None,
+                    help="each send's deadline in seconds (env SYNCSMTP_FUZZ_TIMEOUT, default 2)")
+    group.addoption("--fuzz-parallel", type=int, default=None,
+                    help="cases played at once in a test process (env SYNCSMTP_FUZZ_PARALLEL, default 4)")
