@@ -40,6 +40,7 @@ from zope.interface import implementer
 
 from . import _replies, _sasl
 from ._tls import client_tls_options
+from ._twisted import acknowledge_reads_at_once
 from ._wire import CHUNK_SIZE, iter_encoded
 from .errors import (
     AuthDeclinedError,
@@ -199,6 +200,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._reading = True
         self._reply_lines = 0
         self._reply_bytes = 0
+        # Undoes the quick ACKs that keep the TLS handshake from stalling.
+        self._stop_quick_acks: Callable[[], None] = lambda: None
         # Set when the reply after the data is a well-formed refusal, the only
         # outcome after the final dot that says "not delivered".
         self._refused_after_data = False
@@ -408,6 +411,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if no_delay is not None:
             no_delay(True)
+        if self._policy.tls == "implicit":
+            self._stop_quick_acks = acknowledge_reads_at_once(self.transport)
         smtp.ESMTPClient.connectionMade(self)
         self._stage("greeting")
 
@@ -423,6 +428,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self._tls_info = TLSInfo("unknown", "unknown")
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self._stop_quick_acks()
         smtp.ESMTPClient.connectionLost(self, reason)
         if self._producer is not None:
             self._producer.stopProducing()
@@ -508,6 +514,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         )
 
     def esmtpState_serverConfig(self, code: int, resp: bytes) -> None:  # noqa: N802
+        self._stop_quick_acks()  # the first reply after the handshake has come
         items: dict[bytes, bytes | None] = {}
         for line in resp.splitlines()[1:]:
             words = line.split(None, 1)
@@ -575,6 +582,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self._fail(TLSFailedError(f"cannot start TLS with {self._policy.address}: {exc}"), fatal=True)
             return
         self._tlsMode = True
+        self._stop_quick_acks = acknowledge_reads_at_once(self.transport)
         self._plaintext_capabilities, self._capabilities = self._capabilities, {}
         self.esmtpState_ehlo(code, resp)
         # EHLO waits in the TLS layer until the handshake is done; until then, a

@@ -1,0 +1,70 @@
+"""Where syncsmtp relies on Twisted's internals, in one place, and why.
+
+Each function here reaches past Twisted's public API. ``tests/test_twisted_internals.py``
+checks every one against the installed Twisted, so that an upgrade that moves
+them fails a test instead of silently changing behaviour.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["acknowledge_reads_at_once", "tcp_socket", "tls_reader"]
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+def tls_reader(transport: Any) -> Any:
+    """The ``TLSMemoryBIOProtocol`` that reads the TCP connection under a TLS session.
+
+    After ``transport.startTLS()`` (STARTTLS), Twisted's TCP transport has
+    swapped its ``protocol`` for one (``twisted.internet._newtls``); with
+    implicit TLS, the application protocol's transport is one, over TCP.
+    """
+    if getattr(transport, "TLS", False) and hasattr(transport, "socket"):
+        return transport.protocol
+    return transport
+
+
+def tcp_socket(transport: Any) -> socket.socket | None:
+    """The socket under ``transport`` (TCP, or TLS over TCP); None when there is none."""
+    for layer in (transport, getattr(transport, "transport", None)):
+        handle = getattr(layer, "socket", None)
+        if isinstance(handle, socket.socket):
+            return handle
+    return None
+
+
+def acknowledge_reads_at_once(transport: Any) -> Callable[[], None]:
+    """Acknowledge every TCP read at once (TCP_QUICKACK) until the returned
+    function is called.
+
+    Why: right after a TLS 1.3 handshake the server sends its session
+    tickets, then its next reply. The client has just written (Finished and
+    EHLO), so Linux delays its ACK of the tickets (up to 40 ms), and a server
+    with Nagle's algorithm on (Postfix) holds its reply until that ACK comes.
+    Reads happen in the TLS layer (tickets carry no application data), so the
+    hook is on the layer that reads the socket. Elsewhere than Linux, or
+    without a socket, this does nothing.
+    """
+    handle = tcp_socket(transport)
+    reader = tls_reader(transport)
+    if _QUICKACK is None or handle is None or reader is None:
+        return lambda: None
+    read = reader.dataReceived
+
+    def read_and_acknowledge(data: bytes) -> None:
+        read(data)
+        with contextlib.suppress(OSError):  # closed meanwhile
+            handle.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+    reader.dataReceived = read_and_acknowledge
+
+    def stop() -> None:
+        if reader.__dict__.get("dataReceived") is read_and_acknowledge:
+            del reader.dataReceived
+
+    return stop
