@@ -200,6 +200,7 @@ class SMTPClientProtocol(smtp.ESMTPClient):
         self._reading = True
         self._reply_lines = 0
         self._reply_bytes = 0
+        self._reply_code = b""  # of the reply's first line, while more lines follow
         # Undoes the quick ACKs that keep the TLS handshake from stalling.
         self._stop_quick_acks: Callable[[], None] = lambda: None
         # Set when the reply after the data is a well-formed refusal, the only
@@ -241,7 +242,8 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             self.clearLineBuffer()  # nothing after a fatal error is read
             return None
         self._note(b"S: " + line)
-        if not _replies.is_reply_line(line):
+        if not _replies.is_reply_line(line) or (self._reply_code and line[:3] != self._reply_code):
+            # RFC 5321 4.2.1: every line of a reply has the same code.
             self._fail(ProtocolError(
                 f"{self._policy.address} sent something that is not an SMTP reply: "
                 f"{line[:80].decode('utf-8', 'replace')!r}"
@@ -257,9 +259,11 @@ class SMTPClientProtocol(smtp.ESMTPClient):
             return None
         if _replies.is_continuation(line):
             # A continuation line (most of an EHLO reply): just collect it.
+            self._reply_code = line[:3]
             self.resp.append(line[4:])
             return None
         self._reply_lines = self._reply_bytes = 0
+        self._reply_code = b""
         return smtp.ESMTPClient.lineReceived(self, line)
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802

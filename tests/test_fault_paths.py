@@ -126,8 +126,9 @@ def twisted_log() -> Iterator[list[dict[str, object]]]:
 @pytest.mark.parametrize(
     "answer",
     [b"2x0 fuzz\r\n", b"650 what\r\n", b"999 what\r\n", b"334 more?\r\n", b"2\r\n", b"25\r\n",
-     b"150 hm\r\n", b"0 zero\r\n", b"25O ok\r\n", b"x250 ok\r\n"],
-    ids=["2x0", "650", "999", "334", "bare-2", "bare-25", "150", "0", "25O", "x250"],
+     b"150 hm\r\n", b"0 zero\r\n", b"25O ok\r\n", b"x250 ok\r\n", b"250-first\r\n451 second\r\n",
+     b"451-first\r\n250 second\r\n"],
+    ids=["2x0", "650", "999", "334", "bare-2", "bare-25", "150", "0", "25O", "x250", "250-451", "451-250"],
 )
 def test_a_malformed_answer_to_the_data_means_maybe_delivered(answer: bytes) -> None:
     script = Script(after_data=answer)
