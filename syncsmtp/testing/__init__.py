@@ -14,14 +14,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._server import STAGES, ReceivedMessage, SMTPTestServer
+    from ._received import ReceivedMessage
+    from ._script import STAGES
+    from ._server import SMTPTestServer
 
 __all__ = ["STAGES", "ReceivedMessage", "SMTPTestServer"]
 
+# Where each public name lives: only SMTPTestServer's module loads Twisted.
+_MODULES = {"STAGES": "_script", "ReceivedMessage": "_received", "SMTPTestServer": "_server"}
+
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import _server
+    module = _MODULES.get(name)
+    if module is not None:
+        import importlib
 
-        return getattr(_server, name)
+        return getattr(importlib.import_module(f".{module}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,83 @@
+"""What Twisted's ESMTP server asks of the application behind it: who may log in, who may
+send, whom mail may go to. The test server's sessions record the data themselves."""
+
+# Twisted's smtp and cred modules are not annotated.
+# mypy: disallow-untyped-calls=False
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.cred import checkers, credentials, portal
+from twisted.cred.credentials import CramMD5Credentials
+from twisted.internet import defer
+from twisted.mail import smtp
+from twisted.mail._cred import PLAINCredentials
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+__all__ = ["CHALLENGERS", "AnyCredentials", "Delivery", "Realm"]
+
+CHALLENGERS: dict[str, Any] = {
+    "PLAIN": PLAINCredentials,
+    "LOGIN": smtp.LOGINCredentials,
+    "CRAM-MD5": CramMD5Credentials,
+}
+
+
+class _NullMessage:
+    """Twisted's server wants one IMessage per recipient; the session records the data."""
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802
+        return None
+
+    def eomReceived(self) -> defer.Deferred[None]:  # noqa: N802
+        return defer.succeed(None)
+
+    def connectionLost(self) -> None:  # noqa: N802
+        return None
+
+
+@implementer(smtp.IMessageDelivery)
+class Delivery:
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def receivedHeader(self, helo: Any, origin: Any, recipients: Any) -> None:  # noqa: N802
+        return None
+
+    def validateFrom(self, helo: Any, origin: Any) -> Any:  # noqa: N802
+        if self._session.server.require_auth and not self._session.authenticated:
+            raise smtp.SMTPServerError(530, "5.7.0 Authentication required")
+        return origin
+
+    def validateTo(self, user: Any) -> Any:  # noqa: N802
+        address = str(user.dest)
+        refusal = self._session.server._script.refused.get(address.lower())
+        if refusal is not None:
+            raise smtp.SMTPServerError(*refusal)
+        return _NullMessage
+
+
+@implementer(checkers.ICredentialsChecker)
+class AnyCredentials:
+    """Takes every user name and password (``accept_any_credentials``), as
+    development mail sinks do: the client's AUTH code runs, nothing is checked."""
+
+    credentialInterfaces = (  # noqa: N815 (Twisted's interface)
+        credentials.IUsernamePassword, credentials.IUsernameHashedPassword,
+    )
+
+    def requestAvatarId(self, offered: Any) -> defer.Deferred[bytes]:  # noqa: N802
+        return defer.succeed(offered.username)
+
+
+@implementer(portal.IRealm)
+class Realm:
+    def __init__(self, delivery: Delivery) -> None:
+        self._delivery = delivery
+
+    def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> Any:  # noqa: N802
+        return smtp.IMessageDelivery, self._delivery, lambda: None
