@@ -12,7 +12,19 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["acknowledge_reads_at_once", "tcp_socket", "tls_reader"]
+__all__ = [
+    "acknowledge_reads_at_once",
+    "authenticator",
+    "discard_unread",
+    "expect",
+    "mark_tls_started",
+    "on_refusal",
+    "set_authenticator",
+    "tcp_socket",
+    "tls_reader",
+    "tls_started",
+    "unread",
+]
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 
@@ -68,3 +80,53 @@ def acknowledge_reads_at_once(transport: Any) -> Callable[[], None]:
             del reader.dataReceived
 
     return stop
+
+
+# -- twisted.mail.smtp.SMTPClient / ESMTPClient state ------------------------------------------------
+#
+# Session set-up (greeting, EHLO, STARTTLS, AUTH) runs on ESMTPClient's own
+# state machine, which has no public way to say "the next reply goes to this
+# method": each step assigns the private attributes below, as ESMTPClient's
+# own methods do.
+
+
+def expect(client: Any, codes: Any, ok: Callable[[int, bytes], Any],
+           failed: Callable[[int, bytes], Any] | None = None) -> None:
+    """The next reply goes to ``ok`` when its code is in ``codes``, else to ``failed``."""
+    client._expected = codes
+    client._okresponse = ok
+    if failed is not None:
+        client._failresponse = failed
+
+
+def unread(client: Any) -> bytes:
+    """What the line reader has received but not yet handed over (LineReceiver._buffer)."""
+    data: bytes = client._buffer
+    return data
+
+
+def discard_unread(client: Any) -> None:
+    client._buffer = b""
+
+
+def tls_started(client: Any) -> bool:
+    """Whether ESMTPClient considers the session encrypted (``_tlsMode``)."""
+    return bool(client._tlsMode)
+
+
+def mark_tls_started(client: Any) -> None:
+    client._tlsMode = True
+
+
+def set_authenticator(client: Any, authenticator: Any) -> None:
+    """The SASL mechanism ESMTPClient's challenge handling uses (``_authinfo``)."""
+    client._authinfo = authenticator
+
+
+def authenticator(client: Any) -> Any:
+    return client._authinfo
+
+
+def on_refusal(client: Any, failed: Callable[[int, bytes], Any]) -> None:
+    """A refusal of the command just sent goes to ``failed`` (``_failresponse``)."""
+    client._failresponse = failed

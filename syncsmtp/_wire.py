@@ -1,16 +1,18 @@
-"""Message data as it must leave: CRLF-only lines, dot-stuffed (no Twisted here).
+"""Message data as it must leave: CRLF-only lines, dot-stuffed after DATA,
+framed in BDAT chunks with CHUNKING (no Twisted here).
 
 Whatever the input's line endings (CRLF, bare LF, bare CR, mixed), every line
-break becomes CRLF, so no bare CR or LF reaches the wire (SMTP smuggling), and
-every line that starts with "." gets one more, across chunk boundaries and on
-the first line too, so the data cannot end early.
+break becomes CRLF, so no bare CR or LF reaches the wire (SMTP smuggling). After
+DATA, every line that starts with "." gets one more, across chunk boundaries
+and on the first line too, so the data cannot end early; BDAT counts octets
+instead, so the data goes as it is (still CRLF-only, and ending in CRLF).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "encoded_size", "iter_encoded"]
+__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "encoded_size", "iter_bdat", "iter_encoded"]
 
 #: How much input is encoded and written at a time.
 CHUNK_SIZE = 256 * 1024
@@ -19,11 +21,12 @@ CHUNK_SIZE = 256 * 1024
 class DataEncoder:
     """Encodes message data chunk by chunk, carrying line state between chunks."""
 
-    __slots__ = ("_at_line_start", "_pending_cr")
+    __slots__ = ("_at_line_start", "_dot_stuffing", "_pending_cr")
 
-    def __init__(self) -> None:
+    def __init__(self, dot_stuffing: bool = True) -> None:
         self._pending_cr = False
         self._at_line_start = True
+        self._dot_stuffing = dot_stuffing
 
     def encode(self, chunk: bytes) -> bytes:
         """Encode the next chunk of input; may hold back a trailing CR."""
@@ -39,9 +42,11 @@ class DataEncoder:
         text = chunk.replace(b"\r\n", b"\n")
         if b"\r" in text:
             text = text.replace(b"\r", b"\n")
-        text = text.replace(b"\n", b"\r\n").replace(b"\n.", b"\n..")
-        if self._at_line_start and text[:1] == b".":
-            text = b"." + text
+        text = text.replace(b"\n", b"\r\n")
+        if self._dot_stuffing:
+            text = text.replace(b"\n.", b"\n..")
+            if self._at_line_start and text[:1] == b".":
+                text = b"." + text
         self._at_line_start = text.endswith(b"\n")
         return text
 
@@ -55,7 +60,8 @@ class DataEncoder:
         return b"\r\n"
 
     def finish(self) -> bytes:
-        """The end of the data: a final line break if needed, then ``.CRLF``."""
+        """The end of the data: a final line break if needed, then ``.CRLF``
+        (after DATA; BDAT needs no terminator)."""
         tail = b""
         if self._pending_cr:
             tail = b"\r\n"
@@ -63,7 +69,7 @@ class DataEncoder:
             self._at_line_start = True
         if not self._at_line_start:
             tail += b"\r\n"
-        return tail + b".\r\n"
+        return tail + b".\r\n" if self._dot_stuffing else tail
 
 
 def _slices(part: bytes | str, size: int) -> Iterator[bytes]:
@@ -79,7 +85,8 @@ def _slices(part: bytes | str, size: int) -> Iterator[bytes]:
 
 
 def iter_encoded(
-    parts: Iterable[bytes | str] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
+    parts: Iterable[bytes | str] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b"",
+    *, dot_stuffing: bool = True,
 ) -> Iterator[bytes]:
     """Yield the wire form of ``parts`` (one message, in pieces of any size:
     bytes, or ASCII text encoded here, a slice at a time) in chunks of at
@@ -91,7 +98,7 @@ def iter_encoded(
     """
     if isinstance(parts, bytes | bytearray | memoryview):
         parts = (bytes(parts),)
-    encoder = DataEncoder()
+    encoder = DataEncoder(dot_stuffing)
     pending: list[bytes] = []
     pending_size = 0
     for part in parts:
@@ -105,6 +112,24 @@ def iter_encoded(
         pending.append(encoder.end_part())
     pending.append(encoder.finish() + trailer)
     yield b"".join(pending)
+
+
+def iter_bdat(
+    parts: Iterable[bytes | str] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
+) -> Iterator[tuple[bytes, bool]]:
+    """The message in BDAT chunks (RFC 3030): each ``BDAT <n>`` command with its
+    ``n`` octets, the last one ``BDAT <n> LAST`` followed by ``trailer``, as
+    ``(bytes, is_last)``. Chunks are about ``chunk_size`` octets, so memory stays
+    bounded whatever the message's size."""
+    held: bytes | None = None
+    for chunk in iter_encoded(parts, chunk_size, dot_stuffing=False):
+        if held is not None and chunk:
+            yield b"BDAT %d\r\n" % len(held) + held, False
+            held = chunk
+        elif held is None:
+            held = chunk
+    assert held is not None  # iter_encoded yields at least one chunk
+    yield b"BDAT %d LAST\r\n" % len(held) + held + trailer, True
 
 
 def encoded_size(part: bytes | str) -> int:

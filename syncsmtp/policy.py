@@ -44,6 +44,7 @@ _URL_OPTIONS = (
     "local_hostname",
     "tls",
     "tls_ciphers",
+    "chunking",
 )
 _HOSTNAME = re.compile(r"^[^\s\x00-\x1f\x7f/]+$")
 # An OpenSSL cipher string: names, separators and operators, nothing else.
@@ -73,6 +74,9 @@ class Policy:
     legacy relay; TLS 1.3 suites are not affected. ``verify=False`` emits an
     :class:`~syncsmtp.InsecureTLSWarning` once for each policy made with it.
 
+    When the server offers CHUNKING (RFC 3030), messages go as BDAT chunks
+    (no dot-stuffing, fewer round trips); ``chunking=False`` keeps to DATA.
+
     Credentials are sent only over TLS unless ``allow_plaintext_auth=True``.
     ``require_auth`` defaults to True when a ``username`` is given: a server
     that offers no usable mechanism is then an error rather than an
@@ -99,6 +103,7 @@ class Policy:
     helo_fallback: bool = False
     local_hostname: str | None = None
     tls_ciphers: str | None = None
+    chunking: bool = True
 
     def __post_init__(self) -> None:
         host = self.host.strip("[]") if isinstance(self.host, str) else self.host
@@ -233,7 +238,7 @@ class Policy:
         ``verify``, ``ca_file``, ``client_cert``, ``client_key``,
         ``auth_mechanisms`` (comma-separated), ``require_auth``,
         ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``,
-        ``tls_ciphers``.
+        ``tls_ciphers``, ``chunking``.
 
         Errors never quote the URL's user name or password: a password with
         an unencoded ``/``, ``?``, ``#`` or ``@`` is refused with a request to
@@ -276,7 +281,7 @@ class Policy:
 
 
 def _parse_option(key: str, value: str) -> Any:
-    if key in ("verify", "require_auth", "allow_plaintext_auth", "helo_fallback"):
+    if key in ("verify", "require_auth", "allow_plaintext_auth", "helo_fallback", "chunking"):
         lowered = value.lower()
         if lowered in _TRUE:
             return True

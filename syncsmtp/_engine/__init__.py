@@ -1,0 +1,25 @@
+"""The reactor side of sending: sessions on Twisted's ESMTP client, run only
+in the reactor thread.
+
+- :mod:`.session`: one session, set up on ``ESMTPClient`` (greeting, EHLO,
+  STARTTLS in :mod:`.tls_steps`, AUTH in :mod:`.auth_steps`), then its
+  transactions;
+- :mod:`.transactions`: the queue of outstanding commands that every message
+  goes through (PIPELINING, BDAT, lock-step);
+- :mod:`.base`: what the steps share: reading replies, writing, outcomes;
+- :mod:`.capabilities`, :mod:`.transcript`, :mod:`.progress`: plain helpers;
+- :mod:`.failures`: every error message, in one place;
+- :mod:`.connect`: the connection, and a one-shot send (:func:`deliver`).
+
+Every use of a Twisted private name is in :mod:`syncsmtp._twisted`.
+"""
+
+from __future__ import annotations
+
+from .base import QUIT_GRACE_SECONDS
+from .connect import connect_timeout, deliver, open_session
+from .progress import Progress
+from .session import SMTPClientProtocol
+
+__all__ = ["QUIT_GRACE_SECONDS", "Progress", "SMTPClientProtocol", "connect_timeout", "deliver",
+           "open_session"]

@@ -1,0 +1,251 @@
+"""What every step of a session shares: its state, reading replies, writing
+commands, and ending the session or one message with an outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer
+from twisted.mail import smtp
+from twisted.python.failure import Failure
+
+from .. import _replies, _twisted
+from ..errors import SMTPError
+from ..policy import Policy
+from ..result import SendResult, TLSInfo
+from . import failures
+from .capabilities import Capabilities
+from .progress import Progress
+from .transactions import Transaction, Transactions
+from .transcript import Transcript
+
+__all__ = ["ANY_CODE", "QUIT_GRACE_SECONDS", "SessionBase"]
+
+#: How long a polite QUIT may take after the outcome is known.
+QUIT_GRACE_SECONDS = 5.0
+# Reply codes a set-up step accepts; Twisted's client tests membership with "in".
+ANY_CODE: Any = range(0, 1000)
+
+
+def _default_local_hostname() -> str:
+    name = smtp.DNSNAME.decode("ascii", "replace") if isinstance(smtp.DNSNAME, bytes) else ""
+    if name and name.isascii() and "." in name and " " not in name:
+        return name
+    return "localhost"
+
+
+class SessionBase(smtp.ESMTPClient):
+    """State and plumbing of one session (see :class:`syncsmtp._engine.SMTPClientProtocol`)."""
+
+    debug = False  # Twisted's LineLog would keep credentials in memory.
+    MAX_LENGTH = _replies.MAX_LINE_BYTES
+    transport: Any
+    # ESMTPClient's own __setattr__ only warns about a long-deprecated name, and
+    # costs a Python call on every one of the many attribute writes of a send.
+    __setattr__ = object.__setattr__
+
+    def __init__(self, reactor: Any, policy: Policy, tls_options: Any, progress: Progress) -> None:
+        secret = (policy.password or "").encode("utf-8") if policy.username else None
+        smtp.ESMTPClient.__init__(
+            self, secret, tls_options if policy.tls in ("starttls", "opportunistic") else None,
+            policy.local_hostname or _default_local_hostname(),
+        )
+        self.requireAuthentication = policy.auth_required
+        self.requireTransportSecurity = policy.tls in ("starttls", "implicit")
+        self.heloFallback = policy.helo_fallback
+        self.reactor = reactor
+        self.policy = policy
+        self._progress = progress
+        self.ready: defer.Deferred[Any] = defer.Deferred()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+        self.conversation = Transcript()
+        self._started = float(reactor.seconds())
+        self.capabilities: Capabilities = {}
+        self.tls: TLSInfo | None = None
+        self.authenticated_with: str | None = None
+        self.transactions = 0  # how many messages this session was given
+        # Set once set-up is done: every reply then goes to its queue.
+        self._queue: Transactions | None = None
+        self._current: Transaction | None = None
+        self._quit_timer: Any = None
+        # False once the connection is being dropped: Twisted's line reader
+        # would go on with the lines left in its buffer.
+        self._reading = True
+        self._reply_lines = 0
+        self._reply_bytes = 0
+        self._reply_code = b""  # of the reply's first line, while more lines follow
+        # Undoes the quick ACKs that keep the TLS handshake from stalling.
+        self._stop_quick_acks: Callable[[], None] = lambda: None
+
+    # -- where it stands ---------------------------------------------------------------------
+
+    @property
+    def _where(self) -> Progress:
+        """The progress of the message under way, else the session's own."""
+        return self._current.progress if self._current is not None else self._progress
+
+    def _stage(self, stage: str) -> None:
+        self._where.stage = stage
+
+    @property
+    def stage(self) -> str:
+        return self._where.stage
+
+    def now(self) -> float:
+        return float(self.reactor.seconds())
+
+    @property
+    def idle(self) -> bool:
+        """Set up, connected, and between transactions."""
+        return (self.ready.called and not self.closed.called and self._current is None
+                and self._progress.stage == "idle")
+
+    # -- writing and reading -----------------------------------------------------------------
+
+    def sendLine(self, line: bytes) -> None:  # noqa: N802
+        if self._reading:
+            self.conversation.sent(line)
+            smtp.ESMTPClient.sendLine(self, line)
+
+    def write(self, data: bytes) -> None:
+        """Write commands or message data (already noted in the transcript)."""
+        if self._reading:
+            self.transport.write(data)
+
+    def more_to_read(self) -> bool:
+        """Whether bytes came after the reply being handled, in the same read."""
+        return bool(_twisted.unread(self))
+
+    def lineReceived(self, line: bytes) -> Any:  # noqa: N802
+        if not self._reading:
+            self.clearLineBuffer()  # nothing after a fatal error is read
+            return None
+        self.conversation.received(line)
+        where = self.policy.address
+        if not _replies.is_reply_line(line) or (self._reply_code and line[:3] != self._reply_code):
+            # RFC 5321 4.2.1: every line of a reply has the same code.
+            self._fail(failures.not_a_reply(where, line), fatal=True)
+            return None
+        self._reply_lines += 1
+        self._reply_bytes += len(line)
+        if self._reply_lines > _replies.MAX_REPLY_LINES or self._reply_bytes > _replies.MAX_REPLY_BYTES:
+            self._fail(failures.reply_too_long(where, _replies.MAX_REPLY_LINES,
+                                               _replies.MAX_REPLY_BYTES), fatal=True)
+            return None
+        if _replies.is_continuation(line):
+            self._reply_code = line[:3]
+            self.resp.append(line[4:])
+            return None
+        self._reply_lines = self._reply_bytes = 0
+        self._reply_code = b""
+        if self._queue is None:  # set-up: ESMTPClient's state machine
+            return smtp.ESMTPClient.lineReceived(self, line)
+        self.resp.append(line[4:])
+        text, self.resp = b"\n".join(self.resp), []
+        code = int(line[:3])
+        if not self._queue.reply(code, text):
+            self._unsolicited(code, text)
+        return None
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802
+        self._fail(failures.line_too_long(self.policy.address, _replies.MAX_LINE_BYTES), fatal=True)
+
+    def _unsolicited(self, code: int, text: bytes) -> None:
+        # Typically "421 idle timeout" before the server hangs up.
+        self.conversation.note(b"(unsolicited reply; closing)")
+        self._reading = False
+        self.transport.loseConnection()
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _settle(self, outcome: SendResult | SMTPError, tx: Transaction | None) -> None:
+        """Complete an error with where it happened, before the session moves on."""
+        if not isinstance(outcome, SMTPError):
+            return
+        if tx is not None and tx.progress.maybe_delivered and not tx.refused_after_data:
+            # The whole message was written and no well-formed refusal came:
+            # the server may have it (a malformed reply, a time-out, a loss).
+            outcome.maybe_delivered = True
+        outcome.host = outcome.host or self.policy.host
+        outcome.stage = outcome.stage or (tx.progress.stage if tx is not None else self.stage)
+        outcome.transcript = self.conversation.lines()
+
+    @staticmethod
+    def _fire(target: defer.Deferred[Any], outcome: Any) -> bool:
+        if target.called:
+            return False
+        if isinstance(outcome, SMTPError):
+            target.errback(Failure(outcome))
+        else:
+            target.callback(outcome)
+        return True
+
+    def _fail(self, error: SMTPError, *, fatal: bool = False) -> None:
+        """Report ``error`` for set-up or for the message under way; then drop
+        the connection when the conversation can no longer be trusted
+        (``fatal``), else QUIT."""
+        tx = self._current
+        self._settle(error, tx)
+        if fatal or self.transport is None:
+            self._abort()
+        else:
+            self._quit()
+        self._fire(tx.done if tx is not None else self.ready, error)
+
+    def transaction_over(self, tx: Transaction, outcome: SendResult | SMTPError, fatal: bool) -> None:
+        """A message's outcome is known: the session goes idle (or QUITs after
+        a one-shot send), then the outcome fires: its callbacks may hand over
+        the next message."""
+        if fatal:
+            assert isinstance(outcome, SMTPError)
+            self._fail(outcome, fatal=True)
+            return
+        self._settle(outcome, tx)
+        self._current = None
+        if tx.quit_after:
+            self._quit()
+        else:
+            self._progress.stage = "idle"
+        self._fire(tx.done, outcome)
+
+    def _abort(self) -> None:
+        self._reading = False
+        if self._queue is not None:
+            self._queue.stop()
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def abort(self) -> None:
+        """Drop the connection now; no further reply is read or command written."""
+        self._abort()
+
+    def _quit(self) -> None:
+        self._stage("quit")
+        self._quit_timer = self.reactor.callLater(QUIT_GRACE_SECONDS, self._abort)
+        if self._queue is not None:
+            self._queue.quit(self._disconnect)
+        else:
+            _twisted.expect(self, ANY_CODE, self._disconnect, self._disconnect)
+            self.sendLine(b"QUIT")
+
+    def _disconnect(self, code: int, text: bytes | None) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def quit(self) -> defer.Deferred[None]:
+        """QUIT an idle session (drop a busy or unready one); ``closed`` fires when it is gone."""
+        if self.closed.called:
+            return self.closed
+        if self.idle:
+            self._quit()
+        else:
+            self._abort()
+        return self.closed
+
+    def abort_for_deadline(self) -> None:
+        """The deadline passed: report where it stood and drop the connection."""
+        progress = self._where
+        self._fail(failures.deadline(self.policy.address, progress.stage, progress.maybe_delivered),
+                   fatal=True)
+

@@ -1,0 +1,360 @@
+"""Transactions on a set-up session: one queue of outstanding commands.
+
+Every command written pushes what its reply will mean; replies are matched
+in order. Without PIPELINING the queue holds one command at a time; with it,
+MAIL, every RCPT and DATA (or, with CHUNKING, ``BDAT <n> LAST`` and the
+message itself) go in one write, and a one-shot send's QUIT follows the
+message. The rule no shortcut breaks: ``maybe_delivered`` is True once a
+message's content was completely written, until a well-formed 4xx or 5xx
+reply to it says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from twisted.internet import defer
+
+from .. import _replies
+from .._wire import CHUNK_SIZE, iter_bdat, iter_encoded
+from ..errors import SMTPError
+from ..message import Envelope
+from ..policy import Policy
+from ..result import Reply, SendResult
+from . import failures
+from .capabilities import Capabilities, size_limit
+from .producer import DataProducer
+from .progress import Progress
+from .transcript import Transcript
+
+__all__ = ["Transaction", "Transactions"]
+
+Handler = Callable[[int, bytes], None]
+
+
+class Session(Protocol):
+    """What the transactions need of the session they run on."""
+
+    policy: Policy
+    conversation: Transcript
+    capabilities: Capabilities
+    tls: Any
+    authenticated_with: str | None
+    transport: Any
+
+    def write(self, data: bytes) -> None: ...
+    def more_to_read(self) -> bool: ...
+    def now(self) -> float: ...
+    def transaction_over(self, transaction: Transaction, outcome: SendResult | SMTPError,
+                         fatal: bool) -> None: ...
+
+
+class Transaction:
+    """One message: its envelope, where it stands and what the server said."""
+
+    __slots__ = (
+        "accepted",
+        "done",
+        "envelope",
+        "mail_reply",
+        "progress",
+        "quit_after",
+        "refusal",
+        "refused",
+        "refused_after_data",
+        "started",
+    )
+
+    def __init__(self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult],
+                 quit_after: bool, started: float) -> None:
+        self.envelope = envelope
+        self.progress = progress
+        self.done = done
+        self.quit_after = quit_after
+        self.started = started
+        self.accepted: list[str] = []
+        self.refused: dict[str, Reply] = {}
+        self.mail_reply: Reply | None = None
+        # A refusal of a chunk before the last (BDAT): the message's error.
+        self.refusal: SMTPError | None = None
+        # A well-formed 4xx/5xx answered the content: not delivered.
+        self.refused_after_data = False
+
+    def stage(self, stage: str) -> None:
+        self.progress.stage = stage
+
+
+class Transactions:
+    """The command queue of one session."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._expected: deque[Handler] = deque()
+        self._producer: DataProducer | None = None
+        #: Set after a failed transaction: the next one starts with RSET.
+        self.needs_rset = False
+        #: True when the QUIT of a one-shot send went out with its message.
+        self.quit_sent = False
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a reply is expected."""
+        return bool(self._expected)
+
+    def reply(self, code: int, text: bytes) -> bool:
+        """Hand a reply to the command it answers; False when none was waiting."""
+        if not self._expected:
+            return False
+        self._expected.popleft()(code, text)
+        return True
+
+    def _send(self, lines: list[bytes], handlers: list[Handler], tail: bytes = b"") -> None:
+        """Write commands (and ``tail``, e.g. a BDAT chunk) in one write, their replies expected in order."""
+        for line in lines:
+            self._session.conversation.sent(line)
+        self._expected.extend(handlers)
+        self._session.write(b"\r\n".join(lines) + b"\r\n" + tail)
+
+    def stop(self) -> None:
+        """The connection is gone: nothing more is written."""
+        self._expected.clear()
+        if self._producer is not None:
+            self._producer.stopProducing()
+            self._producer = None
+
+    def quit(self, closed: Handler) -> None:
+        """Send QUIT (unless it went with the message); ``closed`` gets its reply."""
+        if self.quit_sent:
+            self._expected.append(closed)
+        else:
+            self._send([b"QUIT"], [closed])
+
+    # -- a transaction ------------------------------------------------------------------------
+
+    def start(self, tx: Transaction) -> None:
+        session, envelope = self._session, tx.envelope
+        caps, where = session.capabilities, session.policy.address
+        tx.stage("mail")
+        if envelope.international and b"SMTPUTF8" not in caps:
+            self._over(tx, failures.smtputf8_missing(where))
+            return
+        limit = size_limit(caps)
+        if limit is not None and limit < envelope.size:
+            self._over(tx, failures.too_big(where, envelope.size, limit))
+            return
+        params = b""
+        if b"SIZE" in caps:
+            params += b" SIZE=%d" % envelope.size
+        if envelope.eight_bit and b"8BITMIME" in caps:
+            params += b" BODY=8BITMIME"
+        if envelope.international:
+            params += b" SMTPUTF8"
+        encoding = "utf-8" if envelope.international else "ascii"
+        mail = b"MAIL FROM:<" + envelope.sender.encode(encoding) + b">" + params
+        rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.recipients]
+        rset = [b"RSET"] if self.needs_rset else []
+        self.needs_rset = False
+        handlers: list[Handler] = [self._on_rset] if rset else []
+        if b"PIPELINING" not in caps:
+            if rset:
+                self._send(rset, [lambda code, text: self._lock_step(tx, mail, rcpts)
+                                  if 200 <= code < 300 else self._on_rset(code, text)])
+            else:
+                self._lock_step(tx, mail, rcpts)
+            return
+        handlers += [lambda code, text: self._on_mail(tx, code, text, None)]
+        handlers += [self._on_rcpt_handler(tx, r, None) for r in envelope.recipients]
+        if self._chunking:
+            # BDAT may follow at once: the server reads the chunk whatever it
+            # thought of MAIL and RCPT, and refuses it when nothing is to be delivered.
+            self._send([*rset, mail, *rcpts], handlers)
+            tx.stage("rcpt")
+            self._write_content(tx)
+        else:
+            self._send([*rset, mail, *rcpts, b"DATA"],
+                       [*handlers, lambda code, text: self._on_data_pipelined(tx, code, text)])
+            tx.stage("rcpt")
+
+    @property
+    def _chunking(self) -> bool:
+        return b"CHUNKING" in self._session.capabilities and self._session.policy.chunking
+
+    def _on_rset(self, code: int, text: bytes) -> None:
+        if not 200 <= code < 300:
+            reply = Reply.parse(code, text)
+            self._fatal(None, failures.rset_refused(self._session.policy.address, reply))
+
+    # Lock-step: one command, one reply.
+
+    def _lock_step(self, tx: Transaction, mail: bytes, rcpts: list[bytes]) -> None:
+        pending = deque(zip(tx.envelope.recipients, rcpts, strict=True))
+
+        def next_rcpt() -> None:
+            if pending:
+                address, line = pending.popleft()
+                self._send([line], [self._on_rcpt_handler(tx, address, next_rcpt)])
+                return
+            if not tx.accepted:
+                self._over(tx, failures.recipients_refused(self._session.policy.address, tx.refused))
+                return
+            if self._chunking:
+                self._write_content(tx)
+                return
+            tx.stage("data")
+            self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)])
+
+        def after_mail() -> None:
+            tx.stage("rcpt")
+            next_rcpt()
+
+        self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)])
+
+    def _on_mail(self, tx: Transaction, code: int, text: bytes, then: Callable[[], None] | None) -> None:
+        tx.mail_reply = Reply.parse(code, text)
+        if then is None:  # pipelined: judged with the last reply
+            return
+        if 200 <= code < 300:
+            then()
+        else:
+            self._over(tx, self._sender_error(tx, tx.mail_reply))
+
+    def _on_rcpt_handler(self, tx: Transaction, address: str, then: Callable[[], None] | None) -> Handler:
+        def on_rcpt(code: int, text: bytes) -> None:
+            if 200 <= code < 300:
+                tx.accepted.append(address)
+            else:
+                tx.refused[address] = Reply.parse(code, text)
+            if then is not None:
+                then()
+        return on_rcpt
+
+    def _sender_error(self, tx: Transaction, reply: Reply) -> SMTPError:
+        error = failures.sender_refused(self._session.policy.address, tx.envelope.sender, reply)
+        error.stage = "mail"
+        return error
+
+    def _envelope_error(self, tx: Transaction) -> SMTPError | None:
+        """Why nothing can be delivered, judged from MAIL's and the RCPTs' replies."""
+        assert tx.mail_reply is not None
+        if not 200 <= tx.mail_reply.code < 300:
+            return self._sender_error(tx, tx.mail_reply)
+        if not tx.accepted:
+            error = failures.recipients_refused(self._session.policy.address, tx.refused)
+            error.stage = "rcpt"
+            return error
+        return None
+
+    # DATA
+
+    def _on_data_pipelined(self, tx: Transaction, code: int, text: bytes) -> None:
+        error = self._envelope_error(tx)
+        if error is None:
+            self._on_data(tx, code, text)
+        elif code == 354:
+            # DATA was taken with nothing to deliver: end it empty (RFC 2920 section 3.1).
+            self._send([b"."], [lambda _code, _text: self._over(tx, error)])
+        else:
+            self._over(tx, error)
+
+    def _on_data(self, tx: Transaction, code: int, text: bytes) -> None:
+        where = self._session.policy.address
+        if code != 354:
+            self._over(tx, failures.data_refused(where, "DATA", Reply.parse(code, text)))
+        elif self._session.more_to_read():
+            # Sent before the server could see any data; read after the dot it
+            # would pass for the message's answer.
+            self._fatal(tx, failures.early_reply(where, "354"))
+        else:
+            self._write_content(tx)
+
+    # The content, after DATA's 354 or as BDAT chunks.
+
+    def _write_content(self, tx: Transaction) -> None:
+        session = self._session
+        tx.stage("message")
+        how = b" in BDAT chunks" if self._chunking else b""
+        session.conversation.note(b"C: <%d bytes of message data%s>" % (tx.envelope.size, how))
+        trailer = b""
+        chunks: Iterator[bytes]
+        if tx.quit_after and b"PIPELINING" in session.capabilities:
+            # QUIT may follow the message in the same write (RFC 2920).
+            trailer, self.quit_sent = b"QUIT\r\n", True
+        if self._chunking:
+            framed = iter_bdat(tx.envelope.parts, trailer=trailer)
+            chunks = (chunk for chunk, _ in framed)
+
+            def writing(last: bool) -> None:
+                self._expected.append(lambda code, text: self._on_chunk(tx, code, text, last))
+        else:
+            chunks = iter_encoded(tx.envelope.parts, trailer=trailer)
+            self._expected.append(lambda code, text: self._on_final(tx, code, text))
+
+            def writing(last: bool) -> None:
+                pass
+
+        if tx.envelope.size <= CHUNK_SIZE:
+            # One chunk: written now rather than through a producer's extra loop turn.
+            writing(True)
+            session.write(next(chunks))
+            self._content_written(tx)
+            return
+        self._producer = DataProducer(session.transport, chunks, writing,
+                                      lambda: self._content_written(tx))
+        self._producer.start()
+
+    def _content_written(self, tx: Transaction) -> None:
+        self._producer = None
+        if not self._chunking:
+            self._session.conversation.note(b"C: .")
+        if self.quit_sent:
+            self._session.conversation.note(b"C: QUIT")
+        tx.stage("end-of-data")
+
+    def _on_chunk(self, tx: Transaction, code: int, text: bytes, last: bool) -> None:
+        if not last:
+            if not 200 <= code < 300 and tx.refusal is None:
+                tx.refusal = failures.data_refused(self._session.policy.address, "BDAT",
+                                                   Reply.parse(code, text))
+            return
+        error = self._envelope_error(tx) or tx.refusal
+        if error is None:
+            self._on_final(tx, code, text)
+            return
+        tx.refused_after_data = _replies.is_refusal(code)
+        self._over(tx, error)
+
+    def _on_final(self, tx: Transaction, code: int, text: bytes) -> None:
+        session = self._session
+        reply = Reply.parse(code, text)
+        if 200 <= code < 300:
+            result = SendResult(
+                accepted=tuple(tx.accepted),
+                refused=tx.refused,
+                reply=reply,
+                message_id=tx.envelope.message_id,
+                elapsed=session.now() - tx.started,
+                tls=session.tls,
+                auth_mechanism=session.authenticated_with,
+                host=session.policy.host,
+                port=session.policy.effective_port,
+                transcript=session.conversation.lines(),
+            )
+            session.transaction_over(tx, result, fatal=False)
+        elif _replies.is_refusal(code):
+            tx.refused_after_data = True
+            self._over(tx, failures.message_refused(session.policy.address, reply))
+        else:
+            self._fatal(tx, failures.neither_answer(session.policy.address, reply))
+
+    # Outcomes
+
+    def _over(self, tx: Transaction, error: SMTPError) -> None:
+        self.needs_rset = True
+        self._session.transaction_over(tx, error, fatal=False)
+
+    def _fatal(self, tx: Transaction | None, error: SMTPError) -> None:
+        self._session.transaction_over(tx, error, fatal=True)  # type: ignore[arg-type]
