@@ -129,3 +129,42 @@ def test_international_address_with_smtputf8(fresh_postfix: PostfixInstance) -> 
     assert any(line.endswith("SMTPUTF8") for line in result.transcript if line.startswith("C: MAIL"))
     delivered = parse(fresh_postfix.wait_for(1)[0])
     assert delivered["To"] == "jürgen@example.com"
+
+
+# -- CHUNKING: Postfix offers it, so messages go as BDAT ---------------------------------------------
+
+
+@pytest.mark.parametrize("chunking", [True, False])
+def test_bdat_and_data_deliver_the_same_bytes(fresh_postfix: PostfixInstance, chunking: bool) -> None:
+    body = b".leading dot\n..two dots\n.\nmixed\r\nbare\rcr\nend"
+    data = b"Subject: exact\r\nFrom: ann@example.com\r\n\r\n" + body
+    result = syncsmtp.send(data, policy_for(fresh_postfix, chunking=chunking), timeout=30,
+                           sender="ann@example.com", recipients=["rcpt@example.com"])
+    transcript = "\n".join(result.transcript)
+    assert ("in BDAT chunks" in transcript) is chunking
+    assert ("C: DATA" in transcript) is not chunking
+    delivered = fresh_postfix.wait_for(1)[0]
+    assert delivered.endswith(b"\n\n.leading dot\n..two dots\n.\nmixed\nbare\ncr\nend\n")
+
+
+def test_bdat_over_a_reused_connection(fresh_postfix: PostfixInstance) -> None:
+    with syncsmtp.Mailer(policy_for(fresh_postfix)) as mailer:
+        results = [mailer.send(make_message(body=f"message {n}\n"), timeout=30) for n in range(5)]
+    assert all("in BDAT chunks" in "\n".join(r.transcript) for r in results[1:])
+    bodies = sorted(parse(m).get_content() for m in fresh_postfix.wait_for(5))
+    assert bodies == [f"message {n}\n" for n in range(5)]
+
+
+def test_bdat_with_every_recipient_refused_delivers_nothing(fresh_postfix: PostfixInstance) -> None:
+    # MAIL, RCPT and BDAT LAST go in one write; the refusal of the only RCPT decides.
+    policy = policy_for(fresh_postfix, username=None, password=None)
+    with pytest.raises(syncsmtp.RecipientsRefused) as caught:
+        syncsmtp.send(make_message(to="someone@elsewhere.test"), policy, timeout=30)
+    assert not caught.value.maybe_delivered
+    assert any("in BDAT chunks" in line for line in caught.value.transcript)
+    # The session is still usable afterwards (RSET, then the next message).
+    with syncsmtp.Mailer(policy) as mailer:
+        with pytest.raises(syncsmtp.RecipientsRefused):
+            mailer.send(make_message(to="someone@elsewhere.test"), timeout=30)
+        assert mailer.send(make_message(), timeout=30).accepted == ("rcpt@example.com",)
+    assert len(fresh_postfix.wait_for(1)) == 1
