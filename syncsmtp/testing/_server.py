@@ -260,6 +260,9 @@ class SMTPTestServer(FaultScripting):
                 return int(value)
         return 0
 
+    def _announces(self, keyword: str) -> bool:
+        return any(k.partition(" ")[0].upper() == keyword for k in self.extensions)
+
     def _connection_opened(self, session: Session, commands: list[bytes]) -> None:
         with self._lock:
             self._sessions.add(session)

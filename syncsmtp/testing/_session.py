@@ -16,8 +16,10 @@ from twisted.internet import protocol
 from twisted.mail import smtp
 
 from ._addresses import envelope_refusal
+from ._chunking import ChunkingStream
 from ._delivery import CHALLENGERS, AnyCredentials, Delivery, Realm
-from ._received import ReceivedMessage
+from ._received import Envelope, ReceivedMessage
+from ._script import Fault
 
 if TYPE_CHECKING:
     from ._server import SMTPTestServer
@@ -60,7 +62,8 @@ class Session(smtp.ESMTP):
         self._stalled = False
         self._data_lines: list[bytes] | None = None
         self._mail_options: tuple[str, ...] = ()
-        self._envelope: tuple[str, tuple[str, ...]] = ("", ())
+        self._envelope: Envelope | None = None  # of the DATA in progress
+        self._stream = ChunkingStream(self)
         self.auth_user: str | None = None
 
     # -- state ---------------------------------------------------------------------------
@@ -71,16 +74,39 @@ class Session(smtp.ESMTP):
 
     def _fault(self, stage: str) -> bool:
         """Apply a scripted fault for ``stage``; True when it replaced the normal handling."""
-        fault = self.server._script.take(stage)
-        if fault is None:
-            return False
+        fault = self.take_fault(stage)
+        if fault is not None:
+            self.enact(fault)
+        return fault is not None
+
+    # What ChunkingStream asks of the session (see ChunkingSession there).
+
+    def take_fault(self, stage: str) -> Fault | None:
+        return self.server._script.take(stage)
+
+    def enact(self, fault: Fault) -> None:
         if fault.kind == "fail":
             self.sendCode(fault.code, fault.text.encode())
         elif fault.kind == "drop":
             self.transport.abortConnection()
         else:
             self._stalled = True
-        return True
+
+    def listening(self) -> bool:
+        return not self._stalled and not self.transport.disconnecting
+
+    def size_limit(self) -> int:
+        return self.server._size_limit()
+
+    def envelope(self) -> Envelope | None:
+        if self._from is None or not self._to:
+            return None
+        recipients = tuple(str(user.dest) for user, _ in self._to)
+        return Envelope(str(self._from), recipients, self._mail_options, key=self._from)
+
+    def end_envelope(self) -> None:
+        self._from = None
+        self._to = []
 
     # -- connection --------------------------------------------------------------------------
 
@@ -101,6 +127,10 @@ class Session(smtp.ESMTP):
         return bytes(self.host) + b" ESMTP syncsmtp test server"
 
     # -- commands ---------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        # Split by the stream, not LineOnlyReceiver, which cannot read BDAT chunks raw.
+        self._stream.received(data)
 
     def lineReceived(self, line: bytes) -> Any:  # noqa: N802
         if self._stalled:
@@ -200,6 +230,9 @@ class Session(smtp.ESMTP):
         super().do_MAIL(rest)
 
     def do_RCPT(self, rest: bytes) -> None:  # noqa: N802
+        if self._stream.in_transaction():
+            self.sendCode(503, b"5.5.1 Bad sequence of commands: RCPT TO after BDAT")
+            return
         match = self.rcpt_re.match(rest)
         if match and self._refused_envelope(match, recipient=True):
             return
@@ -220,14 +253,25 @@ class Session(smtp.ESMTP):
         super()._cbToValidate(to, user, 250, b"2.1.5 Recipient OK")
 
     def do_DATA(self, rest: bytes) -> None:  # noqa: N802
-        sender = str(self._from) if self._from is not None else ""
-        recipients = tuple(str(user.dest) for user, _ in self._to)
+        if self._stream.in_transaction():
+            # RFC 3030: 503, and the transaction is in no state to go on (RSET first).
+            self._stream.abandon()
+            self.end_envelope()
+            self.sendCode(503, b"5.5.1 Bad sequence of commands: DATA after BDAT")
+            return
+        envelope = self.envelope()
         super().do_DATA(rest)
         if self.mode is smtp.DATA:
             # This session records the data itself (see _data_line).
             self.__dict__.pop("_SMTP__messages", None)
-            self._envelope = (sender, recipients)
+            self._envelope = envelope
             self._data_lines = []
+
+    def ext_BDAT(self, rest: bytes) -> None:  # noqa: N802
+        if not self.server._announces("CHUNKING"):
+            self.do_UNKNOWN(rest)  # as before CHUNKING existed: the chunk is read as commands
+            return
+        self._stream.command(rest)
 
     def _client_certificate(self) -> str | None:
         """The common name of the certificate the client presented, if any."""
@@ -246,19 +290,33 @@ class Session(smtp.ESMTP):
             self._data_lines.append(line)
             return
         lines, self._data_lines = self._data_lines, None
+        envelope, self._envelope = self._envelope, None
+        assert envelope is not None
         self.mode = smtp.COMMAND
-        received = ReceivedMessage(
-            sender=self._envelope[0],
-            recipients=self._envelope[1],
+        self.accept(
+            envelope,
             data=b"".join((line[1:] if line.startswith(b".") else line) + b"\r\n" for line in lines),
             raw=b"".join(line + b"\r\n" for line in lines) + b".\r\n",
-            mail_options=self._mail_options,
+            chunks=None,
+        )
+
+    def accept(self, envelope: Envelope, data: bytes, raw: bytes, chunks: tuple[int, ...] | None) -> None:
+        """Record a message received by DATA (``chunks`` None) or BDAT, and answer it:
+        the reply after the final dot or to BDAT LAST is the "end-of-data" stage."""
+        received = ReceivedMessage(
+            sender=envelope.sender,
+            recipients=envelope.recipients,
+            data=data,
+            raw=raw,
+            mail_options=envelope.mail_options,
             helo=(self._helo[0] or b"").decode("utf-8", "replace") if self._helo else "",
             tls=self.secure,
             auth_user=self.auth_user,
             client_certificate=self._client_certificate(),
+            via="DATA" if chunks is None else "BDAT",
+            chunks=chunks or (),
         )
-        fault = self.server._script.take("end-of-data")
+        fault = self.take_fault("end-of-data")
         if fault is not None and fault.kind == "fail":
             self.sendCode(fault.code, fault.text.encode())
             return
