@@ -50,6 +50,10 @@ class SMTPTestServer(FaultScripting):
     (``"0.0.0.0"``, ``"::"``, a LAN address) needs ``allow_non_loopback=True``.
     MAIL FROM and RCPT TO with a control character in the address (a CR or
     LF inside a quoted local part, say) are refused with ``501``.
+
+    With ``"CHUNKING"`` among ``extensions`` it also takes messages by BDAT
+    (RFC 3030), chunk octets read raw; not by default, so that clients keep
+    using DATA with it unless a test asks.
     """
 
     def __init__(
