@@ -48,13 +48,38 @@ class AuthSteps(SessionBase):
         authenticator = _sasl.mechanism(name, self.policy.username)
         _twisted.set_authenticator(self, authenticator)
         initial = authenticator.initial_response(self.secret)
+        command = b"AUTH " + name.encode("ascii")
+        if initial is not None and self._pipeline_auth(command + b" " + base64.b64encode(initial)):
+            return
         if initial is not None:
             _twisted.expect(self, [235, 334], self.smtpState_maybeAuthenticated,
                             self._initial_response_refused)
-            self.sendLine(b"AUTH " + name.encode("ascii") + b" " + base64.b64encode(initial))
+            self.sendLine(command + b" " + base64.b64encode(initial))
         else:
             _twisted.expect(self, [334], self.esmtpState_challenge, self.esmtpAUTHServerError)
-            self.sendLine(b"AUTH " + name.encode("ascii"))
+            self.sendLine(command)
+
+    def _pipeline_auth(self, command: bytes) -> bool:
+        """Send AUTH with the first message's envelope; False when that cannot be."""
+        raise NotImplementedError  # SMTPClientProtocol
+
+    def _auth_reply(self, code: int, resp: bytes) -> bool:
+        """Judge the reply to an AUTH sent with the first envelope: True when it succeeded."""
+        self.conversation.redacting = False
+        if code == 235:
+            self.authenticated_with = self._auth_name
+            self.ready.callback(self)
+            return True
+        reply = Reply.parse(code, resp)
+        error = (failures.auth_refused(self.policy.address, self._auth_name, reply) if code == 504
+                 else failures.auth_declined(self.policy.address, self.policy.username,
+                                             self._auth_name, reply))
+        # Commands followed AUTH in the same write: the server may still answer
+        # them (even DATA's 354); nothing more may be written on this connection.
+        self._fail(error, fatal=True)
+        if not self.ready.called:
+            self._fire(self.ready, error)
+        return False
 
     def _initial_response_refused(self, code: int, resp: bytes) -> None:
         # With the credentials in the AUTH command itself, 504 (mechanism not

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 
 from .. import _replies, _twisted
 from ..errors import SMTPError
+from ..message import Envelope
 from ..policy import Policy
 from ..result import SendResult, TLSInfo
 from . import failures
@@ -68,6 +69,9 @@ class SessionBase(smtp.ESMTPClient):
         # Set once set-up is done: every reply then goes to its queue.
         self._queue: Transactions | None = None
         self._current: Transaction | None = None
+        # A message to send as soon as set-up allows (a one-shot send): its
+        # MAIL and RCPT may then go with AUTH.
+        self.first: tuple[Envelope, Progress, defer.Deferred[SendResult], bool] | None = None
         self._quit_timer: Any = None
         # False once the connection is being dropped: Twisted's line reader
         # would go on with the lines left in its buffer.

@@ -123,9 +123,9 @@ def deliver(
         if not done.called:
             done.errback(reason)
 
-    session.ready.addCallbacks(
-        lambda ready: ready.transact(envelope, progress, done, quit_after=True), setup_failed
-    )
+    # The session sends it as soon as set-up allows (with AUTH, when it can).
+    session.first = (envelope, progress, done, True)
+    session.ready.addErrback(setup_failed)
 
     def deadline() -> None:
         if done.called:

@@ -144,6 +144,26 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         self._queue = Transactions(self)
         self._progress.stage = "idle"
         self.ready.callback(self)
+        if self.first is not None and self.idle:
+            first, self.first = self.first, None
+            self.transact(*first)
+
+    def _pipeline_auth(self, command: bytes) -> bool:
+        """RFC 4954 section 4 allows a client to pipeline AUTH with an initial
+        response: AUTH, MAIL and every RCPT (and DATA without CHUNKING) go in
+        one write. The content itself waits for the 235 (see Transactions)."""
+        if self.first is None or b"PIPELINING" not in self.capabilities:
+            return False
+        queue = Transactions(self)
+        envelope, progress, done, quit_after = self.first
+        if queue.refusal(envelope) is not None:
+            return False  # it fails before sending anything: authenticate first as usual
+        self.first = None
+        self._queue = queue
+        self.transactions += 1
+        self._current = Transaction(envelope, progress, done, quit_after, self._started)
+        queue.start(self._current, auth=(command, self._auth_reply))
+        return True
 
     def transcript(self) -> tuple[str, ...]:
         """The conversation so far (credentials redacted)."""

@@ -112,12 +112,19 @@ class Transactions:
         self._expected.popleft()(code, text)
         return True
 
-    def _send(self, lines: list[bytes], handlers: list[Handler], tail: bytes = b"") -> None:
-        """Write commands (and ``tail``, e.g. a BDAT chunk) in one write, their replies expected in order."""
-        for line in lines:
-            self._session.conversation.sent(line)
+    def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"") -> None:
+        """Write commands in one write, their replies expected in order; ``secret``
+        (an AUTH command) goes first and is redacted in the transcript."""
+        conversation = self._session.conversation
+        if secret:
+            conversation.redacting = True
+            conversation.sent(secret)
+            conversation.redacting = False
+            lines = [secret, *lines]
+        for line in lines[1 if secret else 0:]:
+            conversation.sent(line)
         self._expected.extend(handlers)
-        self._session.write(b"\r\n".join(lines) + b"\r\n" + tail)
+        self._session.write(b"\r\n".join(lines) + b"\r\n")
 
     def stop(self) -> None:
         """The connection is gone: nothing more is written."""
@@ -135,16 +142,25 @@ class Transactions:
 
     # -- a transaction ------------------------------------------------------------------------
 
-    def start(self, tx: Transaction) -> None:
-        session, envelope = self._session, tx.envelope
-        caps, where = session.capabilities, session.policy.address
-        tx.stage("mail")
+    def refusal(self, envelope: Envelope) -> SMTPError | None:
+        """Why this server cannot take the message, known before anything is sent."""
+        caps, where = self._session.capabilities, self._session.policy.address
         if envelope.international and b"SMTPUTF8" not in caps:
-            self._over(tx, failures.smtputf8_missing(where))
-            return
+            return failures.smtputf8_missing(where)
         limit = size_limit(caps)
         if limit is not None and limit < envelope.size:
-            self._over(tx, failures.too_big(where, envelope.size, limit))
+            return failures.too_big(where, envelope.size, limit)
+        return None
+
+    def start(self, tx: Transaction, auth: tuple[bytes, Callable[[int, bytes], bool]] | None = None) -> None:
+        """Send ``tx``. With ``auth`` (PIPELINING only: the AUTH command with its
+        initial response, and what judges its reply), AUTH goes first in the
+        same write; the content leaves only once AUTH has succeeded."""
+        caps, envelope = self._session.capabilities, tx.envelope
+        tx.stage("mail")
+        error = self.refusal(envelope)
+        if error is not None:
+            self._over(tx, error)
             return
         params = b""
         if b"SIZE" in caps:
@@ -158,25 +174,38 @@ class Transactions:
         rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.recipients]
         rset = [b"RSET"] if self.needs_rset else []
         self.needs_rset = False
-        handlers: list[Handler] = [self._on_rset] if rset else []
         if b"PIPELINING" not in caps:
+            assert auth is None
             if rset:
                 self._send(rset, [lambda code, text: self._lock_step(tx, mail, rcpts)
                                   if 200 <= code < 300 else self._on_rset(code, text)])
             else:
                 self._lock_step(tx, mail, rcpts)
             return
-        handlers += [lambda code, text: self._on_mail(tx, code, text, None)]
+        handlers: list[Handler] = [self._on_rset] if rset else []
+        secret = b""
+        if auth is not None:
+            secret, judge = auth
+
+            def on_auth(code: int, text: bytes) -> None:
+                if judge(code, text) and self._chunking:
+                    self._write_content(tx)
+
+            handlers.append(on_auth)
+        handlers.append(lambda code, text: self._on_mail(tx, code, text, None))
         handlers += [self._on_rcpt_handler(tx, r, None) for r in envelope.recipients]
         if self._chunking:
-            # BDAT may follow at once: the server reads the chunk whatever it
-            # thought of MAIL and RCPT, and refuses it when nothing is to be delivered.
-            self._send([*rset, mail, *rcpts], handlers)
+            # BDAT may follow at once (after AUTH's 235, when AUTH is in this
+            # write): the server reads the chunk whatever it thought of MAIL and
+            # RCPT, and refuses it when nothing is to be delivered.
+            self._send([*rset, mail, *rcpts], handlers, secret=secret)
             tx.stage("rcpt")
-            self._write_content(tx)
+            if auth is None:
+                self._write_content(tx)
         else:
             self._send([*rset, mail, *rcpts, b"DATA"],
-                       [*handlers, lambda code, text: self._on_data_pipelined(tx, code, text)])
+                       [*handlers, lambda code, text: self._on_data_pipelined(tx, code, text)],
+                       secret=secret)
             tx.stage("rcpt")
 
     @property
@@ -264,6 +293,9 @@ class Transactions:
         where = self._session.policy.address
         if code != 354:
             self._over(tx, failures.data_refused(where, "DATA", Reply.parse(code, text)))
+        elif self._session.authenticated_with is None and self._session.policy.auth_required:
+            # AUTH went in the same write and did not succeed: the data must not follow.
+            self._fatal(tx, failures.auth_not_confirmed(where))
         elif self._session.more_to_read():
             # Sent before the server could see any data; read after the dot it
             # would pass for the message's answer.
