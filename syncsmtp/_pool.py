@@ -38,6 +38,7 @@ class _Request:
     timeout: float
     timer: Any = None
     session: SMTPClientProtocol | None = None
+    outcome: defer.Deferred[SendResult] | None = None  # the session's Deferred for it
     retried: bool = False
 
 
@@ -105,7 +106,7 @@ class SessionPool:
 
     def _dispatch(self) -> None:
         while self._waiting:
-            session = self._take_idle()
+            session = self._take_idle() or self._take_with_room()
             if session is None:
                 if len(self._sessions) + self._connecting < self.size:
                     self._connect()
@@ -123,16 +124,22 @@ class SessionPool:
                 return session
         return None
 
+    def _take_with_room(self) -> SMTPClientProtocol | None:
+        """A busy session that can take the next message behind its current ones (PIPELINING)."""
+        return next((session for session in self._busy if session.can_take), None)
+
     def _start(self, session: SMTPClientProtocol, request: _Request) -> None:
         self._busy.add(session)
         request.session = session
         outcome: defer.Deferred[SendResult] = defer.Deferred()
+        request.outcome = outcome
         outcome.addBoth(self._transaction_done, session, request)
         session.transact(request.envelope, request.progress, outcome, quit_after=False)
 
     def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
-        self._busy.discard(session)
-        request.session = None
+        if session.idle or session.closed.called:
+            self._busy.discard(session)
+        request.session = request.outcome = None
         # Park the session first: the outcome's callbacks may queue the next message.
         if session.idle:
             if self._closing:
@@ -203,6 +210,7 @@ class SessionPool:
 
     def _ready(self, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
+        session.on_room = self._dispatch
         if self._closing:
             session.quit()
             return
@@ -257,7 +265,7 @@ class SessionPool:
         if request.done.called:
             return
         if request.session is not None:
-            request.session.abort_for_deadline()
+            request.session.abort_for_deadline(request.outcome)
             return
         if request in self._waiting:
             self._waiting.remove(request)

@@ -3,6 +3,7 @@ commands, and ending the session or one message with an outcome."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,10 +22,14 @@ from .progress import Progress
 from .transactions import Transaction, Transactions
 from .transcript import Transcript
 
-__all__ = ["ANY_CODE", "QUIT_GRACE_SECONDS", "SessionBase"]
+__all__ = ["ANY_CODE", "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "QUIT_GRACE_SECONDS", "SessionBase"]
 
 #: How long a polite QUIT may take after the outcome is known.
 QUIT_GRACE_SECONDS = 5.0
+#: How many messages may be under way on one connection at once (PIPELINING),
+#: and how many bytes of their content.
+MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT_BYTES = 1024 * 1024
 # Reply codes a set-up step accepts; Twisted's client tests membership with "in".
 ANY_CODE: Any = range(0, 1000)
 
@@ -68,7 +73,11 @@ class SessionBase(smtp.ESMTPClient):
         self.transactions = 0  # how many messages this session was given
         # Set once set-up is done: every reply then goes to its queue.
         self._queue: Transactions | None = None
-        self._current: Transaction | None = None
+        # Messages whose outcome is still to come, oldest first (several with
+        # PIPELINING: see can_take).
+        self._inflight: deque[Transaction] = deque()
+        #: Called when the session can take another message while busy.
+        self.on_room: Callable[[], None] = lambda: None
         # A message to send as soon as set-up allows (a one-shot send): its
         # MAIL and RCPT may then go with AUTH.
         self.first: tuple[Envelope, Progress, defer.Deferred[SendResult], bool] | None = None
@@ -85,9 +94,14 @@ class SessionBase(smtp.ESMTPClient):
     # -- where it stands ---------------------------------------------------------------------
 
     @property
+    def _current(self) -> Transaction | None:
+        """The oldest message under way."""
+        return self._inflight[0] if self._inflight else None
+
+    @property
     def _where(self) -> Progress:
         """The progress of the message under way, else the session's own."""
-        return self._current.progress if self._current is not None else self._progress
+        return self._inflight[0].progress if self._inflight else self._progress
 
     def _stage(self, stage: str) -> None:
         self._where.stage = stage
@@ -102,8 +116,21 @@ class SessionBase(smtp.ESMTPClient):
     @property
     def idle(self) -> bool:
         """Set up, connected, and between transactions."""
-        return (self.ready.called and not self.closed.called and self._current is None
+        return (self._reading and self.ready.called and not self.closed.called and not self._inflight
                 and self._progress.stage == "idle")
+
+    @property
+    def can_take(self) -> bool:
+        """Idle, or (with PIPELINING) busy with fewer than MAX_IN_FLIGHT
+        messages, whose content is all written, and below MAX_IN_FLIGHT_BYTES:
+        the next message's commands may then follow at once (RFC 2920)."""
+        if self.idle:
+            return True
+        inflight = self._inflight
+        return (bool(inflight) and self._reading and self._progress.stage == "idle"
+                and b"PIPELINING" in self.capabilities and len(inflight) < MAX_IN_FLIGHT
+                and inflight[-1].progress.maybe_delivered
+                and sum(tx.envelope.size for tx in inflight) < MAX_IN_FLIGHT_BYTES)
 
     # -- writing and reading -----------------------------------------------------------------
 
@@ -185,17 +212,30 @@ class SessionBase(smtp.ESMTPClient):
             target.callback(outcome)
         return True
 
-    def _fail(self, error: SMTPError, *, fatal: bool = False) -> None:
-        """Report ``error`` for set-up or for the message under way; then drop
-        the connection when the conversation can no longer be trusted
-        (``fatal``), else QUIT."""
-        tx = self._current
+    def _fail(self, error: SMTPError, *, fatal: bool = False, culprit: Transaction | None = None) -> None:
+        """Report ``error`` for set-up or for the message under way (``culprit``,
+        else the oldest); then drop the connection when the conversation can
+        no longer be trusted (``fatal``), else QUIT. Other messages under way
+        lose their connection with it."""
+        tx = culprit or self._current
+        others = [other for other in self._inflight if other is not tx]
+        self._inflight.clear()
         self._settle(error, tx)
         if fatal or self.transport is None:
             self._abort()
         else:
             self._quit()
         self._fire(tx.done if tx is not None else self.ready, error)
+        for other in others:
+            self._drop_with(other, error)
+
+    def _drop_with(self, tx: Transaction, cause: SMTPError) -> None:
+        """``tx`` was under way on a connection dropped because of another message."""
+        error = failures.lost(self.policy.address, tx.progress.stage,
+                              f"dropped after another message's error: {cause.message}",
+                              tx.progress.maybe_delivered)
+        self._settle(error, tx)
+        self._fire(tx.done, error)
 
     def transaction_over(self, tx: Transaction, outcome: SendResult | SMTPError, fatal: bool) -> None:
         """A message's outcome is known: the session goes idle (or QUITs after
@@ -203,13 +243,14 @@ class SessionBase(smtp.ESMTPClient):
         the next message."""
         if fatal:
             assert isinstance(outcome, SMTPError)
-            self._fail(outcome, fatal=True)
+            self._fail(outcome, fatal=True, culprit=tx)
             return
         self._settle(outcome, tx)
-        self._current = None
+        if tx in self._inflight:
+            self._inflight.remove(tx)
         if tx.quit_after:
             self._quit()
-        else:
+        elif not self._inflight:
             self._progress.stage = "idle"
         self._fire(tx.done, outcome)
 
@@ -247,9 +288,11 @@ class SessionBase(smtp.ESMTPClient):
             self._abort()
         return self.closed
 
-    def abort_for_deadline(self) -> None:
-        """The deadline passed: report where it stood and drop the connection."""
-        progress = self._where
+    def abort_for_deadline(self, done: defer.Deferred[Any] | None = None) -> None:
+        """The deadline of set-up, or of the message whose Deferred is ``done``,
+        passed: report where it stood and drop the connection."""
+        tx = next((tx for tx in self._inflight if tx.done is done), None)
+        progress = tx.progress if tx is not None else self._where
         self._fail(failures.deadline(self.policy.address, progress.stage, progress.maybe_delivered),
-                   fatal=True)
+                   fatal=True, culprit=tx)
 

@@ -75,16 +75,22 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         self._stage("greeting")
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
+        self._reading = False  # not idle any more, though ``closed`` fires last
         self._stop_quick_acks()
         smtp.ESMTPClient.connectionLost(self, reason)
         if self._queue is not None:
             self._queue.stop()
         if self._quit_timer is not None and self._quit_timer.active():
             self._quit_timer.cancel()
-        tx = self._current
-        error = self._lost(reason, tx.progress if tx is not None else self._progress)
-        self._settle(error, tx)
-        self._fire(tx.done if tx is not None else self.ready, error)
+        if not self._inflight:
+            error = self._lost(reason, self._progress)
+            self._settle(error, None)
+            self._fire(self.ready, error)
+        while self._inflight:
+            tx = self._inflight.popleft()
+            error = self._lost(reason, tx.progress)
+            self._settle(error, tx)
+            self._fire(tx.done, error)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -161,8 +167,9 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         self.first = None
         self._queue = queue
         self.transactions += 1
-        self._current = Transaction(envelope, progress, done, quit_after, self._started)
-        queue.start(self._current, auth=(command, self._auth_reply))
+        tx = Transaction(envelope, progress, done, quit_after, self._started)
+        self._inflight.append(tx)
+        queue.start(tx, auth=(command, self._auth_reply))
         return True
 
     def transcript(self) -> tuple[str, ...]:
@@ -171,15 +178,24 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
 
     def transact(self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult],
                  quit_after: bool) -> None:
-        """Send one message on this (idle) session; ``done`` gets the outcome.
-        With ``quit_after``, the session QUITs afterwards (pipelined with the
-        message when the server allows)."""
-        assert self.idle and self._queue is not None, "transact() needs an idle session"
-        if self.transactions:
+        """Send one message on this session (idle, or busy but with room:
+        :attr:`can_take`); ``done`` gets the outcome. With ``quit_after``, the
+        session QUITs afterwards (pipelined with the message when the server
+        allows)."""
+        assert self.can_take and self._queue is not None, "transact() needs a session with room"
+        if self.transactions and not self._inflight:
             # Later messages on a reused session: their own transcript and time;
             # the first one's include connecting, TLS and AUTH.
             self.conversation.restart()
         started = self.now() if self.transactions else self._started
         self.transactions += 1
-        self._current = Transaction(envelope, progress, done, quit_after, started)
-        self._queue.start(self._current)
+        tx = Transaction(envelope, progress, done, quit_after, started)
+        self._inflight.append(tx)
+        # Behind a message whose outcome is unknown, RSET first: if that one
+        # fails, its transaction may still be open at the server.
+        self._queue.start(tx, follows=len(self._inflight) > 1)
+
+    def content_written(self) -> None:
+        """A message's content is all written: there may be room for the next."""
+        if self._inflight and self.can_take:
+            self.on_room()

@@ -49,6 +49,7 @@ class Session(Protocol):
     def now(self) -> float: ...
     def transaction_over(self, transaction: Transaction, outcome: SendResult | SMTPError,
                          fatal: bool) -> None: ...
+    def content_written(self) -> None: ...
 
 
 class Transaction:
@@ -152,7 +153,8 @@ class Transactions:
             return failures.too_big(where, envelope.size, limit)
         return None
 
-    def start(self, tx: Transaction, auth: tuple[bytes, Callable[[int, bytes], bool]] | None = None) -> None:
+    def start(self, tx: Transaction, auth: tuple[bytes, Callable[[int, bytes], bool]] | None = None,
+              follows: bool = False) -> None:
         """Send ``tx``. With ``auth`` (PIPELINING only: the AUTH command with its
         initial response, and what judges its reply), AUTH goes first in the
         same write; the content leaves only once AUTH has succeeded."""
@@ -172,7 +174,7 @@ class Transactions:
         encoding = "utf-8" if envelope.international else "ascii"
         mail = b"MAIL FROM:<" + envelope.sender.encode(encoding) + b">" + params
         rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.recipients]
-        rset = [b"RSET"] if self.needs_rset else []
+        rset = [b"RSET"] if self.needs_rset or follows else []
         self.needs_rset = False
         if b"PIPELINING" not in caps:
             assert auth is None
@@ -345,6 +347,7 @@ class Transactions:
         if self.quit_sent:
             self._session.conversation.note(b"C: QUIT")
         tx.stage("end-of-data")
+        self._session.content_written()
 
     def _on_chunk(self, tx: Transaction, code: int, text: bytes, last: bool) -> None:
         if not last:
