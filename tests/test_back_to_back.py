@@ -1,0 +1,101 @@
+"""Transactions back to back on one connection (PIPELINING, with BDAT or DATA),
+through Mailer.send_many against the project's test server: each message's
+outcome from its own replies, failures in the middle, and a connection lost
+with several messages in flight."""
+
+from __future__ import annotations
+
+import email.message
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+import syncsmtp
+from syncsmtp.testing import SMTPTestServer
+
+ServerFactory = Callable[..., SMTPTestServer]
+MODES = {"bdat": ("PIPELINING", "CHUNKING", "8BITMIME"), "data": ("PIPELINING", "8BITMIME")}
+
+
+def make_message(n: int) -> email.message.EmailMessage:
+    message = email.message.EmailMessage()
+    message["From"] = "ann@example.com"
+    message["To"] = f"rcpt{n}@example.com"
+    message["Subject"] = f"message {n}"
+    message.set_content(f"body {n}\n")
+    return message
+
+
+def subjects(server: SMTPTestServer) -> list[str]:
+    return [str(received.message["Subject"]) for received in server.outbox]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFactory, mode: str) -> None:
+    server = smtp_server_factory(tls="none", extensions=MODES[mode])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        report = mailer.send_many([make_message(n) for n in range(30)], timeout=20)
+    assert report.sent == 30 and not report.failed
+    assert subjects(server) == [f"message {n}" for n in range(30)]
+    assert server.connections == 1
+    commands = server.commands[0]
+    # RSET goes in front of a message that follows one whose outcome is not known yet.
+    assert commands.count(b"RSET") > 0
+    assert all(r.via == ("BDAT" if mode == "bdat" else "DATA") for r in server.outbox)
+    for n, result in enumerate(report.results):
+        assert isinstance(result, syncsmtp.SendResult)
+        assert result.accepted == (f"rcpt{n}@example.com",)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_refusal_in_the_middle_does_not_disturb_the_others(smtp_server_factory: ServerFactory,
+                                                              mode: str) -> None:
+    server = smtp_server_factory(tls="none", extensions=MODES[mode])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(make_message(99), timeout=20)  # a connection set up first
+        server.fail("rcpt", 550, "5.1.1 no such user", times=1)
+        report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
+    assert len(report.failed) == 1
+    index, error = report.failed[0]
+    assert isinstance(error, syncsmtp.RecipientsRefused) and not error.maybe_delivered
+    expected = ["message 99"] + [f"message {n}" for n in range(12) if n != index]
+    assert subjects(server) == expected
+    assert server.connections == 1
+
+
+def test_connection_lost_with_several_in_flight_over_data(smtp_server_factory: ServerFactory) -> None:
+    # Over DATA, the messages behind the lost one have not sent their content:
+    # they are retried on a new connection; the lost one may have been delivered.
+    server = smtp_server_factory(tls="none", extensions=MODES["data"])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(make_message(99), timeout=20)
+        server.drop("end-of-data", times=1)
+        report = mailer.send_many([make_message(n) for n in range(10)], timeout=20)
+    counts = Counter(subjects(server))
+    assert all(count == 1 for count in counts.values()), counts  # nothing delivered twice
+    for index, error in report.failed:
+        assert isinstance(error, syncsmtp.ConnectionLostError)
+        assert error.maybe_delivered
+        assert counts[f"message {index}"] == 1  # the server had it: it was right not to resend
+    assert len(report.failed) == 1
+    assert sum(counts.values()) == 11
+
+
+def test_connection_lost_with_several_in_flight_over_bdat(smtp_server_factory: ServerFactory) -> None:
+    # Over BDAT, the messages behind the lost one had their content written:
+    # each is reported as maybe delivered, none is sent twice.
+    server = smtp_server_factory(tls="none", extensions=MODES["bdat"])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(make_message(99), timeout=20)
+        server.drop("end-of-data", times=1)
+        report = mailer.send_many([make_message(n) for n in range(10)], timeout=20, retries=2)
+    counts = Counter(subjects(server))
+    assert all(count == 1 for count in counts.values()), counts
+    failed = dict(report.failed)
+    assert failed and report.sent + len(failed) == 10
+    for error in failed.values():
+        assert isinstance(error, syncsmtp.ConnectionLostError) and error.maybe_delivered
+    sent = {f"message {n}" for n, result in enumerate(report.results) if n not in failed}
+    assert sent <= set(counts)  # every message reported sent is at the server, once
+    assert "message 0" in counts and 0 in failed  # the lost one: delivered, reported as maybe
