@@ -124,12 +124,12 @@ class SessionBase(smtp.ESMTPClient):
         """Idle, or (with PIPELINING) busy with fewer than MAX_IN_FLIGHT
         messages, whose content is all written, and below MAX_IN_FLIGHT_BYTES:
         the next message's commands may then follow at once (RFC 2920)."""
-        if self.idle:
-            return True
         inflight = self._inflight
-        return (bool(inflight) and self._reading and self._progress.stage == "idle"
-                and b"PIPELINING" in self.capabilities and len(inflight) < MAX_IN_FLIGHT
-                and inflight[-1].progress.maybe_delivered
+        if not inflight:
+            return self.idle
+        return (len(inflight) < MAX_IN_FLIGHT and inflight[-1].progress.maybe_delivered
+                and self._reading and self._progress.stage == "idle"
+                and b"PIPELINING" in self.capabilities
                 and sum(tx.envelope.size for tx in inflight) < MAX_IN_FLIGHT_BYTES)
 
     # -- writing and reading -----------------------------------------------------------------
@@ -200,7 +200,7 @@ class SessionBase(smtp.ESMTPClient):
             outcome.maybe_delivered = True
         outcome.host = outcome.host or self.policy.host
         outcome.stage = outcome.stage or (tx.progress.stage if tx is not None else self.stage)
-        outcome.transcript = self.conversation.lines()
+        outcome.transcript = self.conversation.lines(tx.transcript_from if tx is not None else 0)
 
     @staticmethod
     def _fire(target: defer.Deferred[Any], outcome: Any) -> bool:
@@ -248,6 +248,9 @@ class SessionBase(smtp.ESMTPClient):
         self._settle(outcome, tx)
         if tx in self._inflight:
             self._inflight.remove(tx)
+        # Lines before the oldest message still under way are needed no more.
+        self.conversation.forget_before(
+            self._inflight[0].transcript_from if self._inflight else self.conversation.mark())
         if tx.quit_after:
             self._quit()
         elif not self._inflight:

@@ -183,13 +183,13 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         session QUITs afterwards (pipelined with the message when the server
         allows)."""
         assert self.can_take and self._queue is not None, "transact() needs a session with room"
-        if self.transactions and not self._inflight:
-            # Later messages on a reused session: their own transcript and time;
-            # the first one's include connecting, TLS and AUTH.
-            self.conversation.restart()
-        started = self.now() if self.transactions else self._started
+        # Later messages on a reused session: their own transcript and time;
+        # the first one's include connecting, TLS and AUTH.
+        first = not self.transactions
+        started = self._started if first else self.now()
         self.transactions += 1
-        tx = Transaction(envelope, progress, done, quit_after, started)
+        tx = Transaction(envelope, progress, done, quit_after, started,
+                         0 if first else self.conversation.mark())
         self._inflight.append(tx)
         # Behind a message whose outcome is unknown, RSET first: if that one
         # fails, its transaction may still be open at the server.

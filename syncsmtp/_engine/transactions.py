@@ -66,18 +66,21 @@ class Transaction:
         "refused",
         "refused_after_data",
         "started",
+        "transcript_from",
     )
 
     def __init__(self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult],
-                 quit_after: bool, started: float) -> None:
+                 quit_after: bool, started: float, transcript_from: int = 0) -> None:
         self.envelope = envelope
         self.progress = progress
         self.done = done
         self.quit_after = quit_after
         self.started = started
+        #: Where its lines start in the session's transcript.
+        self.transcript_from = transcript_from
         self.accepted: list[str] = []
         self.refused: dict[str, Reply] = {}
-        self.mail_reply: Reply | None = None
+        self.mail_reply: tuple[int, bytes] | None = None
         # A refusal of a chunk before the last (BDAT): the message's error.
         self.refusal: SMTPError | None = None
         # A well-formed 4xx/5xx answered the content: not delivered.
@@ -245,13 +248,13 @@ class Transactions:
         self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)])
 
     def _on_mail(self, tx: Transaction, code: int, text: bytes, then: Callable[[], None] | None) -> None:
-        tx.mail_reply = Reply.parse(code, text)
+        tx.mail_reply = (code, text)  # parsed only when it is a refusal
         if then is None:  # pipelined: judged with the last reply
             return
         if 200 <= code < 300:
             then()
         else:
-            self._over(tx, self._sender_error(tx, tx.mail_reply))
+            self._over(tx, self._sender_error(tx))
 
     def _on_rcpt_handler(self, tx: Transaction, address: str, then: Callable[[], None] | None) -> Handler:
         def on_rcpt(code: int, text: bytes) -> None:
@@ -263,7 +266,9 @@ class Transactions:
                 then()
         return on_rcpt
 
-    def _sender_error(self, tx: Transaction, reply: Reply) -> SMTPError:
+    def _sender_error(self, tx: Transaction) -> SMTPError:
+        assert tx.mail_reply is not None
+        reply = Reply.parse(*tx.mail_reply)
         error = failures.sender_refused(self._session.policy.address, tx.envelope.sender, reply)
         error.stage = "mail"
         return error
@@ -271,8 +276,8 @@ class Transactions:
     def _envelope_error(self, tx: Transaction) -> SMTPError | None:
         """Why nothing can be delivered, judged from MAIL's and the RCPTs' replies."""
         assert tx.mail_reply is not None
-        if not 200 <= tx.mail_reply.code < 300:
-            return self._sender_error(tx, tx.mail_reply)
+        if not 200 <= tx.mail_reply[0] < 300:
+            return self._sender_error(tx)
         if not tx.accepted:
             error = failures.recipients_refused(self._session.policy.address, tx.refused)
             error.stage = "rcpt"
@@ -376,7 +381,7 @@ class Transactions:
                 auth_mechanism=session.authenticated_with,
                 host=session.policy.host,
                 port=session.policy.effective_port,
-                transcript=session.conversation.lines(),
+                transcript=session.conversation.lines(tx.transcript_from),
             )
             session.transaction_over(tx, result, fatal=False)
         elif _replies.is_refusal(code):

@@ -10,12 +10,15 @@ TRANSCRIPT_LIMIT = 2000
 
 
 class Transcript:
-    """What was said on one session, since it began or since the last :meth:`restart`."""
+    """What was said on one session. Positions (:meth:`mark`) let each message
+    under way take the lines from its own start; lines no message needs any
+    more are dropped (:meth:`forget_before`)."""
 
-    __slots__ = ("_lines", "redacting")
+    __slots__ = ("_base", "_lines", "redacting")
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []
+        self._base = 0  # the position of _lines[0]
         #: True during AUTH: lines the client sends are hidden.
         self.redacting = False
 
@@ -36,9 +39,17 @@ class Transcript:
     def received(self, line: bytes) -> None:
         self.note(b"S: " + line)
 
-    def restart(self) -> None:
-        """Forget what was said so far (a reused session's next message)."""
-        self._lines = []
+    def mark(self) -> int:
+        """The position of the next line."""
+        return self._base + len(self._lines)
 
-    def lines(self) -> tuple[str, ...]:
-        return tuple(line.decode("utf-8", "replace") for line in self._lines)
+    def forget_before(self, position: int) -> None:
+        """Drop the lines before ``position`` (no message under way needs them)."""
+        drop = min(max(position - self._base, 0), len(self._lines))
+        if drop:
+            del self._lines[:drop]
+            self._base += drop
+
+    def lines(self, since: int = 0) -> tuple[str, ...]:
+        start = max(since - self._base, 0)
+        return tuple(line.decode("utf-8", "replace") for line in self._lines[start:])
