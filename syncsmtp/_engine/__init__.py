@@ -4,8 +4,9 @@ in the reactor thread.
 - :mod:`.session`: one session, set up on ``ESMTPClient`` (greeting, EHLO,
   STARTTLS in :mod:`.tls_steps`, AUTH in :mod:`.auth_steps`), then its
   transactions;
-- :mod:`.transactions`: the queue of outstanding commands that every message
-  goes through (PIPELINING, BDAT, lock-step);
+- :mod:`.transactions`: each message through the queue of outstanding
+  commands (:mod:`.queue`): PIPELINING, BDAT, lock-step, messages back to
+  back;
 - :mod:`.base`: what the steps share: reading replies, writing, outcomes;
 - :mod:`.capabilities`, :mod:`.transcript`, :mod:`.progress`: plain helpers;
 - :mod:`.failures`: every error message, in one place;

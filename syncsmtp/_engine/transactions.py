@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
 
 from twisted.internet import defer
 
@@ -21,35 +20,14 @@ from .. import _replies
 from .._wire import CHUNK_SIZE, iter_bdat, iter_encoded
 from ..errors import SMTPError
 from ..message import Envelope
-from ..policy import Policy
 from ..result import Reply, SendResult
 from . import failures
-from .capabilities import Capabilities, size_limit
+from .capabilities import size_limit
 from .producer import DataProducer
 from .progress import Progress
-from .transcript import Transcript
+from .queue import CommandQueue, Handler
 
 __all__ = ["Transaction", "Transactions"]
-
-Handler = Callable[[int, bytes], None]
-
-
-class Session(Protocol):
-    """What the transactions need of the session they run on."""
-
-    policy: Policy
-    conversation: Transcript
-    capabilities: Capabilities
-    tls: Any
-    authenticated_with: str | None
-    transport: Any
-
-    def write(self, data: bytes) -> None: ...
-    def more_to_read(self) -> bool: ...
-    def now(self) -> float: ...
-    def transaction_over(self, transaction: Transaction, outcome: SendResult | SMTPError,
-                         fatal: bool) -> None: ...
-    def content_written(self) -> None: ...
 
 
 class Transaction:
@@ -90,59 +68,8 @@ class Transaction:
         self.progress.stage = stage
 
 
-class Transactions:
-    """The command queue of one session."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-        self._expected: deque[Handler] = deque()
-        self._producer: DataProducer | None = None
-        #: Set after a failed transaction: the next one starts with RSET.
-        self.needs_rset = False
-        #: True when the QUIT of a one-shot send went out with its message.
-        self.quit_sent = False
-
-    # -- the queue ----------------------------------------------------------------------------
-
-    @property
-    def waiting(self) -> bool:
-        """Whether a reply is expected."""
-        return bool(self._expected)
-
-    def reply(self, code: int, text: bytes) -> bool:
-        """Hand a reply to the command it answers; False when none was waiting."""
-        if not self._expected:
-            return False
-        self._expected.popleft()(code, text)
-        return True
-
-    def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"") -> None:
-        """Write commands in one write, their replies expected in order; ``secret``
-        (an AUTH command) goes first and is redacted in the transcript."""
-        conversation = self._session.conversation
-        if secret:
-            conversation.redacting = True
-            conversation.sent(secret)
-            conversation.redacting = False
-            lines = [secret, *lines]
-        for line in lines[1 if secret else 0:]:
-            conversation.sent(line)
-        self._expected.extend(handlers)
-        self._session.write(b"\r\n".join(lines) + b"\r\n")
-
-    def stop(self) -> None:
-        """The connection is gone: nothing more is written."""
-        self._expected.clear()
-        if self._producer is not None:
-            self._producer.stopProducing()
-            self._producer = None
-
-    def quit(self, closed: Handler) -> None:
-        """Send QUIT (unless it went with the message); ``closed`` gets its reply."""
-        if self.quit_sent:
-            self._expected.append(closed)
-        else:
-            self._send([b"QUIT"], [closed])
+class Transactions(CommandQueue):
+    """Messages on one session, through its command queue."""
 
     # -- a transaction ------------------------------------------------------------------------
 
@@ -183,11 +110,11 @@ class Transactions:
             assert auth is None
             if rset:
                 self._send(rset, [lambda code, text: self._lock_step(tx, mail, rcpts)
-                                  if 200 <= code < 300 else self._on_rset(code, text)])
+                                  if 200 <= code < 300 else self._on_rset(tx, code, text)])
             else:
                 self._lock_step(tx, mail, rcpts)
             return
-        handlers: list[Handler] = [self._on_rset] if rset else []
+        handlers: list[Handler] = [lambda code, text: self._on_rset(tx, code, text)] if rset else []
         secret = b""
         if auth is not None:
             secret, judge = auth
@@ -217,10 +144,10 @@ class Transactions:
     def _chunking(self) -> bool:
         return b"CHUNKING" in self._session.capabilities and self._session.policy.chunking
 
-    def _on_rset(self, code: int, text: bytes) -> None:
+    def _on_rset(self, tx: Transaction, code: int, text: bytes) -> None:
         if not 200 <= code < 300:
             reply = Reply.parse(code, text)
-            self._fatal(None, failures.rset_refused(self._session.policy.address, reply))
+            self._fatal(tx, failures.rset_refused(self._session.policy.address, reply))
 
     # Lock-step: one command, one reply.
 
@@ -396,5 +323,5 @@ class Transactions:
         self.needs_rset = True
         self._session.transaction_over(tx, error, fatal=False)
 
-    def _fatal(self, tx: Transaction | None, error: SMTPError) -> None:
-        self._session.transaction_over(tx, error, fatal=True)  # type: ignore[arg-type]
+    def _fatal(self, tx: Transaction, error: SMTPError) -> None:
+        self._session.transaction_over(tx, error, fatal=True)
