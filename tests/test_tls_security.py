@@ -158,3 +158,21 @@ def test_cli_insecure_says_so_on_stderr(ca: PrivateCA) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "--insecure" in done.stderr and "not verified" in done.stderr
     assert done.stderr.count("\n") <= 3
+
+
+def test_a_changed_ca_file_is_read_again(ca: PrivateCA) -> None:
+    """TLS contexts are kept per policy, but a new version of its files makes a new one."""
+    import os
+    import shutil
+
+    cert, key = ca.leaf(CertificateShape("x", ("dns:localhost",)), "cache")
+    with private_ca() as other:
+        trusted = os.path.join(other.folder, "trusted.pem")
+        shutil.copy(ca.ca_file, trusted)
+        with tls_peer(cert, key, "implicit") as peer:
+            changing = policy(ca, peer.port, "implicit", ca_file=trusted)
+            syncsmtp.send(message(), changing, timeout=10)
+            shutil.copy(other.ca_file, trusted)  # now trusts another CA only
+            os.utime(trusted, (1, 1))  # a different modification time, whatever the clock
+            with pytest.raises(syncsmtp.CertificateError):
+                syncsmtp.send(message(), changing, timeout=10)
