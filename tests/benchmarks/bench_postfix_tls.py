@@ -16,7 +16,6 @@ faster).
 from __future__ import annotations
 
 import argparse
-import email.message
 import platform
 import shutil
 import smtplib
@@ -31,18 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import twisted
+from bench_send import one_kib_message
 from postfix import PostfixInstance
 
 import syncsmtp
-
-
-def one_kib_message() -> email.message.EmailMessage:
-    message = email.message.EmailMessage()
-    message["From"] = "bench@example.com"
-    message["To"] = "user@example.com"
-    message["Subject"] = "benchmark"
-    message.set_content(("0123456789abcdef" * 4 + "\n") * 16)
-    return message
 
 
 def latencies(send: Callable[[], object], count: int) -> list[float]:
