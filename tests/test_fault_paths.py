@@ -5,14 +5,14 @@ error. The server is a scripted socket server on 127.0.0.1 (no Twisted)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 import pytest
+from loopback import serving
 from twisted.logger import globalLogPublisher
 
 import syncsmtp
@@ -67,33 +67,8 @@ def _serve(connection: socket.socket, script: Script) -> None:
 @contextmanager
 def scripted(script: Script, connections: int = 1,
              serve: Callable[[socket.socket, Script], None] = _serve) -> Iterator[int]:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(4)
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def loop() -> None:
-        for _ in range(connections):
-            while not stop.is_set():
-                try:
-                    connection, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                with connection, suppress(OSError):
-                    serve(connection, script)
-                break
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(_DEADLINE)
-        listener.close()
+    with serving(lambda connection: serve(connection, script), connections) as port:
+        yield port
 
 
 def message() -> EmailMessage:

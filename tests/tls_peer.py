@@ -12,9 +12,8 @@ import ipaddress
 import socket
 import ssl
 import tempfile
-import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from loopback import serving
 
 _DEADLINE = 10.0
 
@@ -192,34 +192,11 @@ def tls_peer(
 ) -> Iterator[TLSPeer]:
     """Serve up to ``connections`` SMTP sessions on 127.0.0.1 with this certificate."""
     context = _context(cert_file, key_file, ciphers, tls12_only)
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    peer = TLSPeer(port=listener.getsockname()[1])
-    stop = threading.Event()
-
-    def accept_loop() -> None:
-        served = 0
-        while not stop.is_set() and served < connections:
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            served += 1
-            with connection, suppress(OSError, ssl.SSLError):
-                _serve_one(connection, mode, context, peer)
-
-    thread = threading.Thread(target=accept_loop, name="tls-peer", daemon=True)
-    thread.start()
-    try:
+    peer = TLSPeer(port=0)
+    with serving(lambda connection: _serve_one(connection, mode, context, peer), connections,
+                 (OSError, ssl.SSLError)) as port:
+        peer.port = port
         yield peer
-    finally:
-        stop.set()
-        thread.join(_DEADLINE)
-        listener.close()
 
 
 def shapes_for_localhost() -> Sequence[tuple[str, CertificateShape]]:
