@@ -131,7 +131,7 @@ class ProbeResult:
 def _certificate_info(session: SMTPClientProtocol) -> CertificateInfo | None:
     """The peer certificate of the session's TLS connection, if it has one."""
     transport = session.transport
-    if transport is None or session.tls_info is None:
+    if transport is None or session.tls is None:
         return None
     try:
         peer = transport.getHandle().get_peer_certificate()
@@ -180,8 +180,8 @@ class _Observation:
         self.greeting = session.greeting or self.greeting
         capabilities = session.capabilities
         plaintext = session.plaintext_capabilities
-        if session.tls_info is not None:
-            self.tls = session.tls_info
+        if session.tls is not None:
+            self.tls = session.tls
             self.certificate = _certificate_info(session) or self.certificate
             if plaintext is not None:
                 self.before_tls = Capabilities.from_items(plaintext)

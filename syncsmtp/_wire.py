@@ -116,20 +116,20 @@ def iter_encoded(
 
 def iter_bdat(
     parts: Iterable[bytes | str] | bytes, chunk_size: int = CHUNK_SIZE, trailer: bytes = b""
-) -> Iterator[tuple[bytes, bool]]:
+) -> Iterator[bytes]:
     """The message in BDAT chunks (RFC 3030): each ``BDAT <n>`` command with its
-    ``n`` octets, the last one ``BDAT <n> LAST`` followed by ``trailer``, as
-    ``(bytes, is_last)``. Chunks are about ``chunk_size`` octets, so memory stays
-    bounded whatever the message's size."""
+    ``n`` octets, the last one ``BDAT <n> LAST`` followed by ``trailer``. Chunks
+    are about ``chunk_size`` octets, so memory stays bounded whatever the
+    message's size."""
     held: bytes | None = None
     for chunk in iter_encoded(parts, chunk_size, dot_stuffing=False):
         if held is not None and chunk:
-            yield b"BDAT %d\r\n" % len(held) + held, False
+            yield b"BDAT %d\r\n" % len(held) + held
             held = chunk
         elif held is None:
             held = chunk
     assert held is not None  # iter_encoded yields at least one chunk
-    yield b"BDAT %d LAST\r\n" % len(held) + held + trailer, True
+    yield b"BDAT %d LAST\r\n" % len(held) + held + trailer
 
 
 def encoded_size(part: bytes | str) -> int:

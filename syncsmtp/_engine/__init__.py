@@ -17,10 +17,9 @@ Every use of a Twisted private name is in :mod:`syncsmtp._twisted`.
 
 from __future__ import annotations
 
-from .base import QUIT_GRACE_SECONDS
 from .connect import connect_timeout, deliver, open_session
 from .progress import Progress
 from .session import SMTPClientProtocol
 
-__all__ = ["QUIT_GRACE_SECONDS", "Progress", "SMTPClientProtocol", "connect_timeout", "deliver",
+__all__ = ["Progress", "SMTPClientProtocol", "connect_timeout", "deliver",
            "open_session"]

@@ -54,11 +54,6 @@ class CommandQueue:
 
     # -- the queue ----------------------------------------------------------------------------
 
-    @property
-    def waiting(self) -> bool:
-        """Whether a reply is expected."""
-        return bool(self._expected)
-
     def reply(self, code: int, text: bytes) -> bool:
         """Hand a reply to the command it answers; False when none was waiting."""
         if not self._expected:

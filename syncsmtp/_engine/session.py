@@ -27,7 +27,7 @@ from zope.interface import implementer
 from .. import _twisted
 from ..errors import CertificateError, SMTPError
 from ..message import Envelope
-from ..result import Reply, SendResult, TLSInfo
+from ..result import Reply, SendResult
 from . import failures
 from .auth_steps import AuthSteps
 from .capabilities import parse_ehlo
@@ -57,11 +57,6 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
     def greeting(self) -> Reply | None:
         """The server's greeting (None before it came)."""
         return None if self._greeting is None else Reply.parse(*self._greeting)
-
-    @property
-    def tls_info(self) -> TLSInfo | None:
-        """The negotiated TLS version and cipher; None without TLS."""
-        return self.tls
 
     # -- the connection -----------------------------------------------------------------------
 

@@ -250,8 +250,7 @@ class Transactions(CommandQueue):
             # QUIT may follow the message in the same write (RFC 2920).
             trailer, self.quit_sent = b"QUIT\r\n", True
         if self._chunking:
-            framed = iter_bdat(tx.envelope.parts, trailer=trailer)
-            chunks = (chunk for chunk, _ in framed)
+            chunks = iter_bdat(tx.envelope.parts, trailer=trailer)
 
             def writing(last: bool) -> None:
                 self._expected.append(lambda code, text: self._on_chunk(tx, code, text, last))
