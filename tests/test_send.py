@@ -744,3 +744,19 @@ def test_auth_plain_with_unsupported_mechanism_reply_is_a_server_error(smtp_serv
     with pytest.raises(syncsmtp.AuthServerError):
         syncsmtp.send(make_message(), smtp_server.policy(auth_mechanisms=("PLAIN",)), timeout=10)
 
+
+
+@pytest.mark.parametrize("extensions", [("8BITMIME",), ("PIPELINING", "CHUNKING")], ids=["DATA", "BDAT"])
+def test_a_message_just_under_a_chunk_that_dot_stuffing_makes_longer(
+    smtp_server_factory: ServerFactory, extensions: tuple[str, ...]
+) -> None:
+    """Under CHUNK_SIZE before dot-stuffing, over it after: every piece must still be written."""
+    from syncsmtp._wire import CHUNK_SIZE
+
+    server = smtp_server_factory(tls="none", extensions=extensions)
+    body = b".x\r\n" * ((CHUNK_SIZE - 100) // 4)
+    data = b"Subject: dots\r\n\r\n" + body
+    result = syncsmtp.send(data, server.policy(), timeout=10, sender="a@example.com",
+                           recipients=["b@example.com"])
+    assert result.reply is not None and result.reply.code == 250
+    assert server.outbox[0].data == data

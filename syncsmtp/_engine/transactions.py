@@ -262,9 +262,12 @@ class Transactions(CommandQueue):
                 pass
 
         if tx.envelope.size <= CHUNK_SIZE:
-            # One chunk: written now rather than through a producer's extra loop turn.
-            writing(True)
-            session.write(next(chunks))
+            # Small: written now rather than through a producer's extra loop turn.
+            # Dot-stuffing can make it one chunk more (the terminator's).
+            pieces = list(chunks)
+            for number in range(len(pieces)):
+                writing(number == len(pieces) - 1)
+            session.write(b"".join(pieces))
             self._content_written(tx)
             return
         self._producer = DataProducer(session.transport, chunks, writing,
