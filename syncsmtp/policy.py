@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import KW_ONLY, dataclass, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -85,10 +85,13 @@ class Policy:
     is refused; it is ignored when STARTTLS or authentication is required
     (with implicit TLS the connection is already encrypted, so it applies).
 
+    ``host`` may be given by position; every other field only by keyword.
+
     The password never appears in ``repr()`` or ``str()``.
     """
 
     host: str
+    _: KW_ONLY
     port: int | None = None
     tls: TLSMode = "starttls"
     verify: bool = True

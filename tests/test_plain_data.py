@@ -49,6 +49,12 @@ def test_policy_defaults_follow_tls() -> None:
     assert syncsmtp.Policy(host="h", tls="opportunistic").port == 587
 
 
+def test_policy_takes_only_host_by_position() -> None:
+    assert syncsmtp.Policy("smtp.example.com").host == "smtp.example.com"
+    with pytest.raises(TypeError, match="positional"):
+        syncsmtp.Policy("smtp.example.com", 25, "none")  # type: ignore[misc]
+
+
 def test_policy_repr_hides_password() -> None:
     policy = syncsmtp.Policy(host="h", username="me", password="s3cret-value")
     assert "s3cret-value" not in repr(policy)
