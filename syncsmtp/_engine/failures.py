@@ -22,6 +22,7 @@ from ..errors import (
     RecipientsRefused,
     SenderRefused,
     SendTimeout,
+    SessionRefused,
     TLSFailedError,
     TLSRequiredError,
 )
@@ -50,8 +51,8 @@ def connect_timeout(policy: Policy, timeout: float) -> SendTimeout:
     )
 
 
-def turned_away(where: str, reply: Reply) -> ConnectError:
-    return ConnectError(f"{where} turned the session away: {reply}", reply=reply)
+def turned_away(where: str, reply: Reply) -> SessionRefused:
+    return SessionRefused(f"{where} turned the session away: {reply}", reply=reply)
 
 
 def deadline(where: str, stage: str, maybe_delivered: bool) -> SendTimeout:
@@ -236,7 +237,8 @@ def rset_refused(where: str, reply: Reply) -> ProtocolError:
 
 def sender_refused(where: str, sender: str, reply: Reply) -> SenderRefused:
     hint = "; the server wants authentication: set username and password" if reply.code == 530 else ""
-    return SenderRefused(f"{where} refused the sender {sender!r}: {reply}{hint}", reply=reply)
+    return SenderRefused(f"{where} refused the sender {sender!r}: {reply}{hint}", reply=reply,
+                         sender=sender)
 
 
 def recipients_refused(where: str, refused: Mapping[str, Reply]) -> RecipientsRefused:
