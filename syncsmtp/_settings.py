@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: The keyword arguments of :class:`~syncsmtp.Policy`.
-POLICY_OPTIONS = frozenset(field.name for field in dataclasses.fields(Policy))
+POLICY_OPTIONS = frozenset(field.name for field in dataclasses.fields(Policy) if field.init)
 
 #: What a hidden password shows as.
 REDACTED = "********"

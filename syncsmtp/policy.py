@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import KW_ONLY, dataclass, fields, replace
+from collections.abc import Iterable
+from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import _messages
 from .errors import InsecureTLSWarning
 
 __all__ = ["SUPPORTED_AUTH_MECHANISMS", "Policy", "TLSMode"]
@@ -63,7 +65,8 @@ class Policy:
     ``tls`` is ``"starttls"`` (the default: upgrade with STARTTLS or fail),
     ``"implicit"`` (TLS from the first byte, port 465), ``"opportunistic"``
     (STARTTLS when offered, plaintext otherwise) or ``"none"``. ``port``
-    defaults to 587, 465 or 25 to match. Certificates and host names are
+    defaults to 587, 465 or 25 to match, and keeps following ``tls`` through
+    :meth:`with_options` until a port is given explicitly. Certificates and host names are
     verified unless ``verify=False``; ``ca_file`` (PEM) replaces the system's
     trust store, ``client_cert`` / ``client_key`` (PEM) present a client
     certificate.
@@ -107,35 +110,38 @@ class Policy:
     local_hostname: str | None = None
     tls_ciphers: str | None = None
     chunking: bool = True
+    # Whether ``port`` was left to follow ``tls`` (None when given): not an
+    # argument, not compared, not shown.
+    _port_follows_tls: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         host = self.host.strip("[]") if isinstance(self.host, str) else self.host
         if not isinstance(host, str) or not host or not _HOSTNAME.match(host):
-            raise ValueError(f"Policy host must be a host name or IP address, not {self.host!r}")
+            raise ValueError(_messages.must_be("Policy", "host", "a host name or IP address", self.host))
         object.__setattr__(self, "host", host)
-        if self.tls not in _TLS_MODES:
-            raise ValueError(f"Policy tls must be one of {', '.join(_TLS_MODES)}, not {self.tls!r}")
+        if not isinstance(self.tls, str) or self.tls not in _TLS_MODES:
+            raise ValueError(_messages.one_of("Policy", "tls", _TLS_MODES, self.tls))
         if self.port is None:
             object.__setattr__(self, "port", _DEFAULT_PORTS[self.tls])
-        elif isinstance(self.port, bool) or not isinstance(self.port, int):
-            raise ValueError(f"Policy port must be an integer, not {self.port!r}")
-        elif not 0 < self.port < 65536:
-            raise ValueError(f"Policy port must be between 1 and 65535, not {self.port}")
+            object.__setattr__(self, "_port_follows_tls", True)
+        elif isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise ValueError(_messages.must_be("Policy", "port", "an integer from 1 to 65535", self.port))
+        self._check_flags()
         self._check_credentials()
         self._check_auth_mechanisms()
         self._check_files()
-        if self.local_hostname is not None and not _HOSTNAME.match(self.local_hostname):
-            raise ValueError(
-                f"Policy local_hostname must be one word with no control characters, "
-                f"not {self.local_hostname!r}"
-            )
+        if self.local_hostname is not None and (
+            not isinstance(self.local_hostname, str) or not _HOSTNAME.match(self.local_hostname)
+        ):
+            raise ValueError(_messages.must_be(
+                "Policy", "local_hostname", "one word with no control characters", self.local_hostname
+            ))
         if self.tls_ciphers is not None and (
             not isinstance(self.tls_ciphers, str) or not _CIPHER_STRING.match(self.tls_ciphers)
         ):
-            raise ValueError(
-                f"Policy tls_ciphers must be an OpenSSL cipher string such as 'DEFAULT', "
-                f"not {self.tls_ciphers!r}"
-            )
+            raise ValueError(_messages.must_be(
+                "Policy", "tls_ciphers", "an OpenSSL cipher string such as 'DEFAULT'", self.tls_ciphers
+            ))
         if not self.verify and self.tls != "none":
             # stacklevel: the caller of Policy(...), through the dataclass __init__.
             warnings.warn(
@@ -147,44 +153,49 @@ class Policy:
                 stacklevel=3,
             )
 
+    def _check_flags(self) -> None:
+        # A string such as "false" is true: a switch that may turn security off takes a bool only.
+        for name in ("verify", "allow_plaintext_auth", "helo_fallback", "chunking"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(_messages.flag("Policy", name, getattr(self, name)))
+        if self.require_auth is not None and not isinstance(self.require_auth, bool):
+            raise ValueError(_messages.flag("Policy", "require_auth", self.require_auth, optional=True))
+
     def _check_credentials(self) -> None:
         for name in ("username", "password"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or "\r" in value
                                       or "\n" in value or "\0" in value):
-                raise ValueError(f"Policy {name} must be a string with no CR, LF or NUL")
+                raise ValueError(_messages.must_be(
+                    "Policy", name, "a string with no CR, LF or NUL", value, secret=True
+                ))
         if self.password is not None and not self.username:
-            raise ValueError("Policy has a password but no username")
+            raise ValueError(_messages.credentials_without_username())
         if self.require_auth and not self.username:
-            raise ValueError("Policy require_auth=True needs a username and password")
+            raise ValueError(_messages.require_auth_without_username())
         if self.username and self.tls == "none" and not self.allow_plaintext_auth:
-            raise ValueError(
-                "Policy tls='none' with a username would send the password in plaintext; "
-                "use tls='starttls' or 'implicit', or set allow_plaintext_auth=True "
-                "for a trusted local relay"
-            )
+            raise ValueError(_messages.plaintext_credentials())
 
     def _check_auth_mechanisms(self) -> None:
         if self.auth_mechanisms is None:
             return
-        if isinstance(self.auth_mechanisms, str):  # type: ignore[unreachable]
-            raise ValueError("Policy auth_mechanisms must be a sequence of names, not a string")
-        names = tuple(str(name).upper() for name in self.auth_mechanisms)
-        unknown = [name for name in names if name not in SUPPORTED_AUTH_MECHANISMS]
-        if unknown or not names:
-            raise ValueError(
-                f"Policy auth_mechanisms must name some of "
-                f"{', '.join(SUPPORTED_AUTH_MECHANISMS)}; got {list(self.auth_mechanisms)!r}"
-            )
+        given: object = self.auth_mechanisms
+        if isinstance(given, str | bytes) or not isinstance(given, Iterable):
+            raise ValueError(_messages.auth_mechanisms(SUPPORTED_AUTH_MECHANISMS, given))
+        names = tuple(name.upper() if isinstance(name, str) else "" for name in given)
+        if not names or any(name not in SUPPORTED_AUTH_MECHANISMS for name in names):
+            raise ValueError(_messages.auth_mechanisms(SUPPORTED_AUTH_MECHANISMS, given))
         object.__setattr__(self, "auth_mechanisms", names)
 
     def _check_files(self) -> None:
         for name in ("ca_file", "client_cert", "client_key"):
             path = getattr(self, name)
+            if path is not None and not isinstance(path, str | os.PathLike):
+                raise ValueError(_messages.must_be("Policy", name, "the path of a PEM file", path))
             if path is not None and not os.path.isfile(path):
-                raise ValueError(f"Policy {name} {path!r} is not a readable file")
+                raise ValueError(_messages.not_a_file(name, path))
         if self.client_key and not self.client_cert:
-            raise ValueError("Policy client_key needs a client_cert")
+            raise ValueError(_messages.client_key_without_cert())
 
     # -- derived values ---------------------------------------------------------
 
@@ -212,12 +223,22 @@ class Policy:
         return f"{host}:{self.port}"
 
     def with_options(self, **changes: Any) -> Policy:
-        """A copy with some fields changed, validated again."""
+        """A copy with some fields changed, validated again.
+
+        A port that was not given (``port=None``, the default) is the default
+        of the new ``tls``: ``Policy(host=h).with_options(tls="implicit")``
+        connects to 465. A port given explicitly, to the constructor, in a
+        URL or here, is kept. ``port=None`` here goes back to the default.
+        """
+        if "port" not in changes and self._port_follows_tls:
+            changes["port"] = None
         return replace(self, **changes)
 
     def __repr__(self) -> str:
         shown = []
         for item in fields(self):
+            if not item.init:
+                continue
             value = getattr(self, item.name)
             if item.name == "password" and value is not None:
                 shown.append("password='<redacted>'")
@@ -248,31 +269,24 @@ class Policy:
         percent-encode it, not echoed.
         """
         if not isinstance(url, str):
-            raise ValueError(f"SMTP URL must be a string, not {type(url).__name__}")
+            raise ValueError(_messages.must_be("Policy.from_url()", "url", "a string", url, secret=True))
         parts = urlsplit(url)
         userinfo = parts.netloc.rpartition("@")[0]
         if not _USERINFO.match(userinfo) or "@" in url[len(parts.scheme) + 3 + len(parts.netloc):]:
-            raise ValueError(
-                "SMTP URL: its user name or password has a character that must be "
-                "percent-encoded (such as / ? # @ or a space: write %2F %3F %23 %40 %20), "
-                "or the URL is not of the form scheme://user:password@host:port"
-            )
+            raise ValueError(_messages.url_userinfo())
         try:
             port = parts.port
         except ValueError:
-            raise ValueError("SMTP URL has a port that is not a number from 1 to 65535") from None
+            raise ValueError(_messages.url_port()) from None
         scheme = parts.scheme.lower()
         if scheme not in _URL_SCHEMES:
-            raise ValueError(
-                f"SMTP URL scheme must be one of {', '.join(sorted(_URL_SCHEMES))}, "
-                f"not {parts.scheme!r}"
-            )
+            raise ValueError(_messages.url_scheme(sorted(_URL_SCHEMES), parts.scheme))
         if not parts.hostname:
-            raise ValueError("SMTP URL has no host")
+            raise ValueError(_messages.url_host())
         options: dict[str, Any] = {"tls": _URL_SCHEMES[scheme]}
         for key, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
             if key not in _URL_OPTIONS:
-                raise ValueError(f"unknown SMTP URL option {key!r}; known: {', '.join(_URL_OPTIONS)}")
+                raise ValueError(_messages.url_option(key, _URL_OPTIONS))
             options[key] = _parse_option(key, values[-1])
         return cls(
             host=parts.hostname,
@@ -290,7 +304,7 @@ def _parse_option(key: str, value: str) -> Any:
             return True
         if lowered in _FALSE:
             return False
-        raise ValueError(f"SMTP URL option {key} must be true or false, not {value!r}")
+        raise ValueError(_messages.url_flag(key, value))
     if key == "auth_mechanisms":
         return tuple(name.strip() for name in value.split(",") if name.strip())
     return value

@@ -49,6 +49,36 @@ def test_policy_defaults_follow_tls() -> None:
     assert syncsmtp.Policy(host="h", tls="opportunistic").port == 587
 
 
+@pytest.mark.parametrize(
+    ("policy", "tls", "port"),
+    [
+        (syncsmtp.Policy(host="h"), "implicit", 465),
+        (syncsmtp.Policy(host="h", tls="implicit"), "starttls", 587),
+        (syncsmtp.Policy(host="h", tls="implicit"), "none", 25),
+        (syncsmtp.Policy(host="h", port=None), "implicit", 465),
+        (syncsmtp.Policy(host="h", port=587), "implicit", 587),  # given: kept
+        (syncsmtp.Policy(host="h", port=2525), "implicit", 2525),
+        (syncsmtp.Policy.from_url("smtps://h"), "starttls", 587),
+        (syncsmtp.Policy.from_url("smtp://h"), "implicit", 465),
+        (syncsmtp.Policy.from_url("smtp://h?tls=implicit"), "implicit", 465),
+        (syncsmtp.Policy.from_url("smtps://h:465"), "starttls", 465),  # given in the URL: kept
+        (syncsmtp.Policy(host="h").with_options(username="u"), "implicit", 465),
+        (syncsmtp.Policy(host="h").with_options(port=2525), "implicit", 2525),
+        (syncsmtp.Policy(host="h", port=2525).with_options(port=None), "implicit", 465),
+    ],
+)
+def test_with_options_tls_moves_a_default_port_only(policy: syncsmtp.Policy, tls: str, port: int) -> None:
+    changed = policy.with_options(tls=tls)
+    assert changed.port == port and type(changed.port) is int
+    assert changed.effective_port == port and changed.address == f"h:{port}"
+    assert pickle.loads(pickle.dumps(policy)).with_options(tls=tls).port == port
+
+
+def test_a_default_port_and_the_same_port_given_are_equal_policies() -> None:
+    default, given = syncsmtp.Policy(host="h"), syncsmtp.Policy(host="h", port=587)
+    assert default == given and hash(default) == hash(given) and repr(default) == repr(given)
+
+
 def test_policy_takes_only_host_by_position() -> None:
     assert syncsmtp.Policy("smtp.example.com").host == "smtp.example.com"
     with pytest.raises(TypeError, match="positional"):
@@ -71,7 +101,7 @@ def test_policy_repr_hides_password() -> None:
         ({"host": "h", "tls": "ssl"}, "tls"),
         ({"host": "h", "port": 0}, "port"),
         ({"host": "h", "port": "25"}, "port"),
-        ({"host": "h", "password": "p"}, "no username"),
+        ({"host": "h", "password": "p"}, "without a username"),
         ({"host": "h", "username": "u\r\n", "password": "p"}, "CR"),
         ({"host": "h", "tls": "none", "username": "u", "password": "p"}, "plaintext"),
         ({"host": "h", "require_auth": True}, "require_auth"),
