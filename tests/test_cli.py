@@ -961,3 +961,26 @@ def test_postfix_failures(postfix: PostfixInstance) -> None:
     relay = cli("send", *postfix_args(postfix), "--from", "ann@example.com", "--to", "x@elsewhere.test")
     assert relay.returncode == 6 and "Relay access denied" in relay.stderr
 
+
+
+# -- options, in process ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "port"),
+    [
+        (["--url", "smtps://smtp.example.com", "--tls", "starttls"], 587),
+        (["--url", "smtp://smtp.example.com", "--tls", "implicit"], 465),
+        (["--url", "smtp://smtp.example.com", "--tls", "none"], 25),
+        (["--url", "smtp://smtp.example.com:2525", "--tls", "implicit"], 2525),
+        (["--url", "smtp://smtp.example.com", "--tls", "implicit", "--port", "26"], 26),
+        (["--host", "smtp.example.com", "--tls", "implicit"], 465),
+    ],
+)
+def test_tls_option_moves_only_a_port_the_url_left_out(options: list[str], port: int) -> None:
+    from syncsmtp.cli import build_parser
+    from syncsmtp.cli._options import build_policy
+    from syncsmtp.cli._output import Console
+
+    args = build_parser().parse_args(["check", *options])
+    assert build_policy(args, Console("never"), environ={}).port == port

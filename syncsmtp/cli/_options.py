@@ -215,10 +215,8 @@ def _build_policy(args: argparse.Namespace, console: Console,
             raise UsageError(
                 f"no server: give --url URL or --host HOST, or set {URL_ENVIRONMENT}"
             )
+        # A URL without a port leaves it to follow --tls (Policy.with_options sees to it).
         changes = _changes(args)
-        url = args.url or (env_url if base is not None else None)
-        if args.tls is not None and args.port is None and url is not None and _url_port(url) is None:
-            changes["port"] = None  # the default port of the new TLS mode, not of the URL's
         if base is not None and "username" in changes and changes["username"] != base.username:
             # The URL's password belongs to the URL's user, never to another.
             changes["password"] = None
@@ -267,13 +265,6 @@ def _host_port(value: str) -> tuple[str, int | None]:
     if colon and port.isdigit() and ":" not in host:
         return host, int(port)
     return value, None
-
-
-def _url_port(url: str) -> int | None:
-    try:
-        return urlsplit(url).port
-    except ValueError:
-        return None
 
 
 def _changes(args: argparse.Namespace) -> dict[str, Any]:
