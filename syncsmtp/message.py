@@ -34,12 +34,21 @@ _RAW_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # The end of the header section of data given as bytes.
 _RAW_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
-# A bare addr-spec with nothing to parse away (no display name, comment or quotes).
-_BARE_ADDRESS = re.compile(r"[^\x00-\x20\x7f<>()\"',;:\\\[\]]+@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+")
-# A quoted local part (RFC 5321 Quoted-string: printable ASCII and spaces, \ escapes).
-_QUOTED_ADDRESS = re.compile(
-    r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"' r"@[^\x00-\x20\x7f<>()\"',;:\\\[\]]+"
-)
+# Envelope addresses, as smtplib sends them and the server judges them; only
+# what would change how the command line reads is refused. Never in one:
+# a control character (C0, DEL, C1: CR or LF would start a command of their own,
+# NUL ends a string in many servers) or a Unicode line or paragraph separator.
+_ADDRESS_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# A character outside quotes: no white space (it ends the path), no angle bracket
+# (it would close the path early), none of the specials a server parses.
+_UNQUOTED = r"[^\s\x00-\x1f\x7f<>()\"',;:\\\[\]]"
+# RFC 5321 Quoted-string: printable ASCII and spaces, \ escapes.
+_QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
+# A domain, or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1].
+_DOMAIN = rf"(?:{_UNQUOTED}+|\[[\x21-\x5a\x5e-\x7e]+\])"
+# local@domain or "quoted local"@domain; or a local part alone (no @ at all),
+# to which the server (a local relay) adds its own domain, as with smtplib.
+_ENVELOPE_ADDRESS = re.compile(rf"(?:{_UNQUOTED}+|{_QUOTED_STRING})@{_DOMAIN}|(?:(?!@){_UNQUOTED})+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,23 +274,32 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
 
 
 def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
+    """The address to put between ``<`` and ``>`` for ``address``: an
+    addr-spec, a local part alone, or either as ``Name <...>``."""
     if not isinstance(address, str):
         raise MessageError(f"{role} address must be a string, not {type(address).__name__}")
-    if "\r" in address or "\n" in address or "\0" in address:
-        raise MessageError(f"{role} address {address!r} contains a CR, LF or NUL (injection)")
+    if _ADDRESS_CONTROL.search(address):
+        raise MessageError(
+            f"{role} address {address!r} contains a control character (CR, LF, NUL or another): "
+            "an envelope address is one line of printable characters (a line break would "
+            "start an SMTP command of its own)"
+        )
     bare = address.strip()
-    if bare and not (_BARE_ADDRESS.fullmatch(bare) or _QUOTED_ADDRESS.fullmatch(bare)):
+    if bare and not _ENVELOPE_ADDRESS.fullmatch(bare):
         # "Name <addr>" is fine; anything else that needs parsing is ambiguous.
         _, parsed = email.utils.parseaddr(bare)
-        if not parsed or f"<{parsed}>".replace(" ", "") not in bare.replace(" ", ""):
-            raise MessageError(f"{role} address {address!r} is not a valid address")
+        if not parsed or f"<{parsed}>".replace(" ", "") not in bare.replace(" ", "") \
+                or not _ENVELOPE_ADDRESS.fullmatch(parsed):
+            raise MessageError(
+                f"{role} address {address!r} is not a valid address: give local@domain, "
+                'a local part alone (the server adds its domain), or "Name <local@domain>"; '
+                "white space and <> belong only inside a quoted local part"
+            )
         bare = parsed
     if not bare:
         if allow_empty:
             return ""
         raise MessageError(f"{role} address is empty")
-    if _ADDRESS_FORBIDDEN.search(bare) and not _QUOTED_ADDRESS.fullmatch(bare):
-        raise MessageError(f"{role} address {address!r} is not a valid address")
     return bare
 
 
