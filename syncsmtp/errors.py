@@ -154,11 +154,13 @@ class SessionRefused(ConnectError, smtplib.SMTPConnectError):
     :exc:`smtplib.SMTPConnectError` smtplib raises then."""
 
 
-class SendTimeout(SMTPError, TimeoutError):
+class SendTimeout(SMTPError, smtplib.SMTPServerDisconnected, TimeoutError):
     """The send's deadline passed. ``stage`` says where the conversation
     stood; ``maybe_delivered`` is True only when the whole message had been
     sent and the server's answer was still awaited. Also a
-    :exc:`TimeoutError` (``socket.timeout``), what smtplib lets through."""
+    :exc:`TimeoutError` (``socket.timeout``, what smtplib lets through while
+    connecting) and an :exc:`smtplib.SMTPServerDisconnected` (what smtplib
+    turns a time-out into once connected)."""
 
     transient_without_reply = True
 
