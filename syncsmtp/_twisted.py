@@ -12,6 +12,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet import tcp
+
 __all__ = [
     "acknowledge_reads_at_once",
     "authenticator",
@@ -24,6 +26,7 @@ __all__ = [
     "tls_reader",
     "tls_started",
     "unread",
+    "write_at_once",
 ]
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
@@ -80,6 +83,46 @@ def acknowledge_reads_at_once(transport: Any) -> Callable[[], None]:
             del reader.dataReceived
 
     return stop
+
+
+def write_at_once(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a plain TCP connection's socket now when nothing is
+    queued before it, and queue only what the socket did not take.
+
+    Why: ``FileDescriptor.write`` never writes at once. It queues the bytes and
+    registers the socket for writability (``epoll_ctl``); the next loop
+    iteration writes them and unregisters it (``epoll_ctl`` again). For a
+    command or a small message that is two system calls and one pass of the
+    reactor loop more than the write itself, on every message. The buffer
+    attributes read here are ``FileDescriptor``'s own (``dataBuffer``,
+    ``offset``, ``_tempDataBuffer``); a TLS connection, or anything that is
+    not a TCP transport with an idle buffer, takes Twisted's path unchanged.
+    """
+    # Exactly a TCP connection: TLS wrappers proxy attributes such as
+    # ``socket`` to the connection under them.
+    queue: Callable[[bytes], None] = transport.write
+    if (
+        not isinstance(transport, tcp.Connection)
+        or transport.TLS
+        or not transport.connected
+        or transport.disconnecting
+        or transport._writeDisconnected
+        or transport._tempDataBuffer
+        or len(transport.dataBuffer) > transport.offset
+    ):
+        queue(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        # Twisted's own write meets the same error and closes the connection
+        # the usual way (connectionLost with the reason).
+        queue(data)
+        return
+    if sent < len(data):
+        queue(data[sent:])
 
 
 # -- twisted.mail.smtp.SMTPClient / ESMTPClient state ------------------------------------------------

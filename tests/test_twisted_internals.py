@@ -7,11 +7,13 @@ import socket
 from typing import Any
 
 import pytest
+from loopback import serving
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 import syncsmtp
+from syncsmtp import _reactor
 from syncsmtp._engine import SMTPClientProtocol
-from syncsmtp._twisted import acknowledge_reads_at_once, tcp_socket, tls_reader
+from syncsmtp._twisted import acknowledge_reads_at_once, tcp_socket, tls_reader, write_at_once
 from syncsmtp.testing import SMTPTestServer
 
 
@@ -54,3 +56,68 @@ def test_without_a_socket_nothing_is_hooked() -> None:
     stop()
     assert tcp_socket(Bare()) is None
 
+
+
+def _received_over_tcp(steps: Any) -> tuple[list[Any], bytes]:
+    """Connect a bare Twisted TCP client to a loopback peer, run
+    ``steps(transport)`` in the reactor thread, and return what ``steps``
+    noted and every byte the peer received before the client closed."""
+    from twisted.internet import defer, protocol
+
+    received: list[bytes] = []
+
+    def peer(connection: socket.socket) -> None:
+        connection.settimeout(5)
+        while chunk := connection.recv(65536):
+            received.append(chunk)
+
+    def connect_and_run(reactor: Any, port: int) -> defer.Deferred[list[Any]]:
+        connected = protocol.ClientCreator(reactor, protocol.Protocol).connectTCP("127.0.0.1", port)
+
+        def run_steps(client: protocol.Protocol) -> list[Any]:
+            noted = steps(client.transport)
+            client.transport.loseConnection()
+            return noted
+
+        return connected.addCallback(run_steps)
+
+    with serving(peer, connections=1) as port:
+        noted = _reactor.run(connect_and_run, port, timeout=10)
+    return noted, b"".join(received)
+
+
+def test_a_write_to_an_idle_tcp_connection_goes_to_the_socket_at_once() -> None:
+    def steps(transport: Any) -> list[Any]:
+        assert transport.TLS is False and not transport._tempDataBuffer
+        assert len(transport.dataBuffer) == transport.offset
+        write_at_once(transport, b"MAIL FROM:<a@example.com>\r\n")
+        # Written, not queued: nothing waits for the next loop iteration.
+        return [list(transport._tempDataBuffer), transport.dataBuffer[transport.offset:]]
+
+    noted, received = _received_over_tcp(steps)
+    assert noted == [[], b""]
+    assert received == b"MAIL FROM:<a@example.com>\r\n"
+
+
+def test_a_write_behind_queued_bytes_is_queued_after_them() -> None:
+    def steps(transport: Any) -> list[Any]:
+        transport.write(b"first ")  # queued by Twisted, not yet written
+        write_at_once(transport, b"second")
+        return [list(transport._tempDataBuffer)]
+
+    noted, received = _received_over_tcp(steps)
+    assert noted == [[b"first ", b"second"]]
+    assert received == b"first second"
+
+
+def test_a_write_to_anything_but_plain_tcp_takes_twisted_s_path() -> None:
+    class Recording:
+        TLS = True
+        written: list[bytes] = []
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+    transport = Recording()
+    write_at_once(transport, b"EHLO x\r\n")
+    assert transport.written == [b"EHLO x\r\n"]

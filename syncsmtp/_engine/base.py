@@ -142,7 +142,7 @@ class SessionBase(smtp.ESMTPClient):
     def write(self, data: bytes) -> None:
         """Write commands or message data (already noted in the transcript)."""
         if self._reading:
-            self.transport.write(data)
+            _twisted.write_at_once(self.transport, data)
 
     def more_to_read(self) -> bool:
         """Whether bytes came after the reply being handled, in the same read."""
