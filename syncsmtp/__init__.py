@@ -10,6 +10,7 @@ first send, not on import).
 
 from __future__ import annotations
 
+from ._send_many import Outgoing
 from .client import DEFAULT_TIMEOUT, send
 from .errors import (
     AuthDeclinedError,
@@ -35,14 +36,17 @@ from .errors import (
     TLSFailedError,
     TLSRequiredError,
 )
-from .mailer import Mailer
-from .policy import Policy
+from .mailer import DEFAULT_IDLE_TIMEOUT, Mailer
+from .message import MessageInput
+from .policy import SUPPORTED_AUTH_MECHANISMS, Policy, TLSMode
 from .result import Reply, SendReport, SendResult, TLSInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "SUPPORTED_AUTH_MECHANISMS",
     "AuthDeclinedError",
     "AuthError",
     "AuthMalformedChallengeError",
@@ -55,7 +59,9 @@ __all__ = [
     "InsecureTLSWarning",
     "Mailer",
     "MessageError",
+    "MessageInput",
     "MessageRefused",
+    "Outgoing",
     "Policy",
     "ProtocolError",
     "RecipientsRefused",
@@ -70,6 +76,7 @@ __all__ = [
     "TLSError",
     "TLSFailedError",
     "TLSInfo",
+    "TLSMode",
     "TLSRequiredError",
     "send",
 ]

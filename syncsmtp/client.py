@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _reactor
+from . import _messages, _reactor
 from .errors import ConnectionLostError, SendTimeout, SMTPError
 from .message import MessageInput, prepare_message
 from .policy import Policy
@@ -19,7 +19,7 @@ from .result import SendResult
 if TYPE_CHECKING:
     from ._engine import Progress
 
-__all__ = ["DEFAULT_TIMEOUT", "check_timeout", "send", "wait_for_outcome"]
+__all__ = ["DEFAULT_TIMEOUT", "send"]
 
 #: The deadline of a send when none is given, in seconds.
 DEFAULT_TIMEOUT = 60.0
@@ -28,12 +28,21 @@ DEFAULT_TIMEOUT = 60.0
 _BACKSTOP_MARGIN = 2.0
 
 
-def check_timeout(timeout: float) -> float:
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
-    if not (timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}")
-    return float(timeout)
+def check_timeout(value: float, name: str = "timeout", where: str = "") -> float:
+    """``value`` as a float, when it is a positive, finite number of seconds;
+    otherwise a TypeError or ValueError that names the parameter ``name`` of
+    ``where`` (such as ``"Mailer"``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(_messages.must_be(where, name, "a number of seconds", value))
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(_messages.seconds(where, name, value))
+    return float(value)
+
+
+def check_policy(policy: object, where: str) -> None:
+    """TypeError naming ``policy`` when it is not a :class:`Policy`."""
+    if not isinstance(policy, Policy):
+        raise TypeError(_messages.policy_type(where, policy))
 
 
 def send(
@@ -60,9 +69,8 @@ def send(
     ``refused``); raises a :class:`~syncsmtp.SMTPError` subclass on failure,
     :class:`~syncsmtp.MessageError` before connecting when the input is bad.
     """
-    if not isinstance(policy, Policy):
-        raise TypeError(f"policy must be a syncsmtp.Policy, not {type(policy).__name__}")
-    deadline = check_timeout(timeout)
+    check_policy(policy, "send()")
+    deadline = check_timeout(timeout, "timeout", "send()")
     envelope = prepare_message(message, sender=sender, recipients=recipients)
 
     _reactor.check_caller()

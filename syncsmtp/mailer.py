@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import _reactor
-from .client import DEFAULT_TIMEOUT, check_timeout, wait_for_outcome
+from . import _messages, _reactor
+from ._send_many import Outcomes, Outgoing, Watch, check_messages, prepare_item, progress_bar
+from .client import DEFAULT_TIMEOUT, check_policy, check_timeout, wait_for_outcome
 from .errors import MessageError, SendTimeout, SMTPError
 from .message import Envelope, MessageInput, prepare_message
 from .policy import Policy
@@ -102,101 +104,8 @@ def _add_to_batch(reactor: Any, batch: Batch, items: list[tuple[int, Envelope]])
     batch.add(items)
 
 
-def _set_target(reactor: Any, outcomes: _Outcomes, target: int) -> None:
-    outcomes.set_target(target)
-
-
 def _cancel_batch(reactor: Any, batch: Batch) -> None:
     batch.cancel()
-
-
-class _Outcomes:
-    """Where the reactor thread leaves each message's outcome of a batch.
-
-    The caller waits for a count of outcomes (a target) and is woken once,
-    when it is reached, not once per message: a thread switch per message
-    would cost more than the rest of its work.
-    """
-
-    def __init__(self, results: list[SendResult | Exception | None]) -> None:
-        self._results = results
-        self.count = 0
-        self._target: int | None = None
-        self._reached = threading.Lock()
-        self._reached.acquire()
-
-    # Reactor thread: the only one that releases the lock.
-
-    def put(self, index: int, outcome: SendResult | Exception) -> None:
-        self._results[index] = outcome
-        self.count += 1
-        if self._target is not None and self.count >= self._target:
-            self._wake()
-
-    def set_target(self, target: int) -> None:
-        self._target = target
-        if self.count >= target:
-            self._wake()
-
-    def _wake(self) -> None:
-        self._target = None
-        if self._reached.locked():
-            self._reached.release()
-
-    # The caller's thread.
-
-    def wait(self, seconds: float) -> bool:
-        """Whether the target is reached, waiting up to ``seconds`` for it."""
-        return self._reached.acquire(timeout=seconds)
-
-
-class _Watch:
-    """The caller's side of a batch: waits for outcomes, moves the progress
-    bar, and notices a batch that went quiet for longer than any message can."""
-
-    def __init__(self, outcomes: _Outcomes, bar: Any, quiet_limit: float) -> None:
-        self._outcomes = outcomes
-        self._bar = bar
-        self._quiet_limit = quiet_limit
-        self._shown = 0
-        self.refused_early = 0  # messages that failed preparation, never sent
-
-    def until(self, target: int) -> bool:
-        """Wait until ``target`` outcomes are in; False when the batch went quiet first."""
-        outcomes = self._outcomes
-        _reactor.post(_set_target, outcomes, target)
-        heard, last_heard = outcomes.count, time.monotonic()
-        while not outcomes.wait(_BAR_SECONDS if self._bar is not None else _CHECK_SECONDS):
-            self._show()
-            now, count = time.monotonic(), outcomes.count
-            if count != heard:
-                heard, last_heard = count, now
-            elif now - last_heard > self._quiet_limit:
-                return False
-        self._show()
-        return True
-
-    def _show(self) -> None:
-        if self._bar is not None:
-            done = self._outcomes.count + self.refused_early
-            self._bar.update(done - self._shown)
-            self._shown = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._show()
-            self._bar.close()
-
-
-def _progress_bar(wanted: bool, messages: Iterable[MessageInput]) -> Any:
-    """A tqdm bar (the notebook one in Jupyter) when asked for and installed."""
-    if not wanted:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=len(messages) if isinstance(messages, Sized) else None, unit="msg")
 
 
 class Mailer:
@@ -220,13 +129,12 @@ class Mailer:
     def __init__(
         self, policy: Policy, connections: int = 1, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     ) -> None:
-        if not isinstance(policy, Policy):
-            raise TypeError(f"policy must be a syncsmtp.Policy, not {type(policy).__name__}")
+        check_policy(policy, "Mailer")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
-            raise ValueError(f"connections must be a positive integer, not {connections!r}")
+            raise ValueError(_messages.positive_integer("Mailer", "connections", connections))
         self.policy = policy
         self.connections = connections
-        self.idle_timeout = check_timeout(idle_timeout)
+        self.idle_timeout = check_timeout(idle_timeout, "idle_timeout", "Mailer")
         self._lock = threading.Lock()
         self._pool: SessionPool | None = None
         self._pool_pid = 0
@@ -237,7 +145,7 @@ class Mailer:
     def _current_pool(self) -> SessionPool:
         with self._lock:
             if self._closed:
-                raise SMTPError("this Mailer is closed", host=self.policy.host)
+                raise SMTPError(_messages.mailer_closed(), host=self.policy.host)
             if self._pool is None or self._pool_pid != os.getpid():
                 # In a forked child the parent's pool (and its sockets) is left alone.
                 self._pool = _reactor.run(
@@ -251,7 +159,7 @@ class Mailer:
         connection is set up (TLS and AUTH done), or raises the
         :class:`~syncsmtp.SMTPError` that says why it could not be. Does
         nothing more when a connection is already open."""
-        deadline = check_timeout(timeout)
+        deadline = check_timeout(timeout, "timeout", "Mailer.open()")
         _reactor.check_caller()
         pool = self._current_pool()
         from ._engine import Progress
@@ -269,7 +177,7 @@ class Mailer:
         """Send one message over a pooled connection; like :func:`syncsmtp.send`
         otherwise (same arguments, result and errors). ``timeout`` includes any
         wait for a free connection."""
-        deadline = check_timeout(timeout)
+        deadline = check_timeout(timeout, "timeout", "Mailer.send()")
         envelope = prepare_message(message, sender=sender, recipients=recipients)
         _reactor.check_caller()
         pool = self._current_pool()
@@ -283,7 +191,9 @@ class Mailer:
 
     def send_many(
         self,
-        messages: Iterable[MessageInput],
+        messages: Iterable[
+            MessageInput | Outgoing | tuple[MessageInput, str | None, Iterable[str] | str | None]
+        ],
         timeout: float = DEFAULT_TIMEOUT,
         *,
         rate: float | None = None,
@@ -292,6 +202,12 @@ class Mailer:
         progress: bool = False,
     ) -> SendReport:
         """Send every message of ``messages`` over the pool and report on all of them.
+
+        Each item of ``messages`` is a message (an EmailMessage, whose
+        headers give the envelope), or an :class:`~syncsmtp.Outgoing` or a
+        ``(message, sender, recipients)`` tuple that gives the envelope, as
+        ``send()``'s ``sender=`` and ``recipients=`` do: bytes and str need
+        it. Both kinds may be mixed.
 
         A failure of one message never stops the others: the report has, per
         input message and in input order, its :class:`SendResult` or its error.
@@ -303,24 +219,32 @@ class Mailer:
         installed (extra ``progress``). Ctrl-C stops the batch and drops the
         connections that were sending.
         """
-        deadline = check_timeout(timeout)
-        if rate is not None and not (isinstance(rate, int | float) and rate > 0):
-            raise ValueError(f"rate must be a positive number of messages per second, not {rate!r}")
+        where = "Mailer.send_many()"
+        check_messages(messages)
+        deadline = check_timeout(timeout, "timeout", where)
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                                 or not 0 < rate < math.inf):
+            raise ValueError(_messages.must_be(
+                where, "rate", "a positive, finite number of messages per second (None: no limit)", rate
+            ))
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
-        backoff = check_timeout(backoff)
+            raise ValueError(_messages.non_negative_integer(where, "retries", retries))
+        backoff = check_timeout(backoff, "backoff", where)
+        if not isinstance(progress, bool):
+            raise ValueError(_messages.flag(where, "progress", progress))
         started = time.monotonic()
         _reactor.check_caller()
         pool = self._current_pool()
         results: list[SendResult | Exception | None] = []
-        outcomes = _Outcomes(results)
+        outcomes = Outcomes(results)
         batch = _reactor.run(
             _start_batch, pool, deadline, self.connections * 2, rate, retries, backoff, _BACKOFF_CAP,
             outcomes.put, timeout=30,
         )
         # Each message ends within its deadline; a whole backoff may come before a retry.
-        watch = _Watch(outcomes, _progress_bar(progress, messages),
-                       quiet_limit=deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0)
+        watch = Watch(outcomes, progress_bar(progress, messages),
+                      quiet_limit=deadline + _BACKOFF_CAP + (1.0 / rate if rate else 0.0) + 5.0,
+                      bar_seconds=_BAR_SECONDS, check_seconds=_CHECK_SECONDS)
         fed, quiet = 0, False
         remaining = iter(messages)
         try:
@@ -328,7 +252,7 @@ class Mailer:
             for message in remaining:
                 # Prepared while the reactor sends the ones before.
                 try:
-                    chunk.append((len(results), prepare_message(message)))
+                    chunk.append((len(results), prepare_item(message)))
                     results.append(None)
                 except MessageError as error:
                     results.append(error)
@@ -368,6 +292,7 @@ class Mailer:
         """Send QUIT on every connection and wait up to ``timeout`` seconds for
         them to close. Messages still waiting for a connection fail. Safe to
         call twice; called at interpreter exit for a Mailer still open."""
+        timeout = check_timeout(timeout, "timeout", "Mailer.close()")
         with self._lock:
             if self._closed:
                 return

@@ -249,6 +249,55 @@ def test_send_many_reports_every_message_in_order(smtp_server_factory: ServerFac
     assert "RecipientsRefused" in report._repr_html_()
 
 
+def test_send_many_takes_bytes_and_str_with_their_envelopes_beside_messages(
+    smtp_server_factory: ServerFactory,
+) -> None:
+    server = smtp_server_factory(users={"user": "password"}, extensions=("PIPELINING",))
+    raw = b"From: ann@example.com\r\nTo: list@example.com\r\nSubject: raw bytes\r\n\r\nbody\r\n"
+    items: list[Any] = [
+        make_message("from headers"),
+        (raw, "bounce@example.com", ["carl@example.com", "dora@example.com"]),
+        syncsmtp.Outgoing("Subject: text\r\n\r\nstr body\r\n", "ann@example.com", "eve@example.com"),
+        syncsmtp.Outgoing(make_message("override"), recipients=["fred@example.com"]),
+        (make_message("override tuple"), "list-owner@example.com", None),
+        (b"Subject: no envelope\r\n\r\nx\r\n", None, None),  # bytes need one: refused, not sent
+        (make_message("two items"), "ann@example.com"),  # not (message, sender, recipients)
+        42,
+    ]
+    with syncsmtp.Mailer(server.policy(), connections=2) as mailer:
+        report = mailer.send_many(iter(items), timeout=10)
+    assert report.sent == 5
+    assert [index for index, _ in report.failed] == [5, 6, 7]
+    assert all(isinstance(error, syncsmtp.MessageError) for _, error in report.failed)
+    assert "sender= and recipients=" in str(report.results[5])
+    assert "(message, sender, recipients)" in str(report.results[6])
+    assert "int" in str(report.results[7])
+    received = {m.message["Subject"]: m for m in server.wait_for(5)}
+    assert len(server.outbox) == 5
+    envelopes = {subject: (m.sender, m.recipients) for subject, m in received.items()}
+    assert envelopes == {
+        "from headers": ("ann@example.com", ("bob@example.com",)),
+        "raw bytes": ("bounce@example.com", ("carl@example.com", "dora@example.com")),
+        "text": ("ann@example.com", ("eve@example.com",)),
+        "override": ("ann@example.com", ("fred@example.com",)),
+        "override tuple": ("list-owner@example.com", ("bob@example.com",)),
+    }
+    assert received["raw bytes"].data == raw, "bytes go as given"
+    second = report.results[1]
+    assert isinstance(second, syncsmtp.SendResult) and second.message_id is None
+    assert second.accepted == ("carl@example.com", "dora@example.com")
+
+
+def test_send_many_refuses_one_message_for_its_messages(smtp_server: SMTPTestServer) -> None:
+    """One message is iterable (header names, bytes, characters, fields): not a batch."""
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        for single in (make_message(), b"Subject: x\r\n\r\nx\r\n", "Subject: x\r\n\r\nx\r\n",
+                       syncsmtp.Outgoing(make_message()), 42):
+            with pytest.raises(TypeError, match=r"^Mailer.send_many\(\) messages must be an iterable"):
+                mailer.send_many(single, timeout=5)  # type: ignore[arg-type]
+    assert smtp_server.connections == 0
+
+
 def test_send_many_streams_its_input_with_a_bounded_backlog(
     smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
