@@ -21,7 +21,7 @@ from ._serialize import Part, serialize
 from ._wire import encoded_size
 from .errors import MessageError
 
-__all__ = ["Envelope", "MessageInput", "prepare_message"]
+__all__ = ["MessageInput"]
 
 MessageInput = email.message.Message | bytes | str
 
