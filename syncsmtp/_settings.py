@@ -21,7 +21,7 @@ from .policy import Policy
 
 __all__ = [
     "POLICY_OPTIONS", "REDACTED", "SecretStr", "SecretURL", "hide_password", "hide_url",
-    "policy_from_settings", "redact_url", "syncsmtp_options",
+    "policy_from_settings", "redact_url", "syncsmtp_options", "tls_mode",
 ]
 
 #: The keyword arguments of :class:`~syncsmtp.Policy`.
@@ -100,6 +100,13 @@ def syncsmtp_options(value: object, extra_keys: frozenset[str]) -> dict[str, Any
     return options
 
 
+def tls_mode(*, use_tls: bool, use_ssl: bool, fallback_tls: str, options: Mapping[str, Any]) -> str:
+    """The ``tls`` of the policy these settings make: ``options["tls"]`` when
+    given, else implicit with ``use_ssl``, STARTTLS with ``use_tls``, else
+    ``fallback_tls``."""
+    return str(options.get("tls") or ("implicit" if use_ssl else "starttls" if use_tls else fallback_tls))
+
+
 def policy_from_settings(
     *, host: str, port: int | str, username: str | None, password: str | None, use_tls: bool,
     use_ssl: bool, client_cert: str | None = None, client_key: str | None = None,
@@ -119,7 +126,7 @@ def policy_from_settings(
     fields: dict[str, Any] = {
         "host": host,
         "port": int(port),
-        "tls": "implicit" if use_ssl else "starttls" if use_tls else fallback_tls,
+        "tls": tls_mode(use_tls=use_tls, use_ssl=use_ssl, fallback_tls=fallback_tls, options={}),
         "username": username if credentials else None,
         "password": password if credentials else None,
         "client_cert": client_cert or None,

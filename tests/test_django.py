@@ -42,6 +42,7 @@ from postfix import PostfixInstance
 from tls_peer import CertificateShape, private_ca, tls_peer
 
 import syncsmtp
+import syncsmtp.django
 from syncsmtp.testing import ReceivedMessage, SMTPTestServer
 
 # The project under tests/django_site (tests/ is on sys.path, as for conftest's `import postfix`).
@@ -274,6 +275,24 @@ def test_quoted_local_part_with_a_space(smtp_server_factory: ServerFactory, tmp_
         side_by_side(server, send, tmp_path)
 
 
+@pytest.mark.parametrize("fail_silently", [False, True])
+def test_addresses_without_a_domain_as_djangos(smtp_server_factory: ServerFactory, tmp_path: Path,
+                                               fail_silently: bool) -> None:
+    """A local part alone goes to the server as smtplib sends it (a local relay adds its domain);
+    it was refused, and with fail_silently the mail was dropped."""
+    def send(connection: BaseEmailBackend, tmp_path: Path) -> int:
+        return int(mail.send_mail("Subject", "Content", "tester", ["django", "Other <other>"],
+                                  fail_silently=fail_silently, connection=connection))
+
+    server = smtp_server_factory(tls="none")
+    with server_settings(server):
+        side_by_side(server, send, tmp_path, volatile=True)
+    for commands in server.commands:  # ours, then Django's (smtplib writes "mail FROM:")
+        paths = [re.match(rb"(?i)(MAIL FROM|RCPT TO):(<[^>]*>)", line) for line in commands]
+        assert [(m[1].upper(), m[2]) for m in paths if m] == [
+            (b"MAIL FROM", b"<tester>"), (b"RCPT TO", b"<django>"), (b"RCPT TO", b"<other>")]
+
+
 # -- 2. TLS: STARTTLS and implicit TLS with AUTH, client certificates ------------------------------
 
 
@@ -332,6 +351,32 @@ def test_client_certificate(smtp_server_factory: ServerFactory, tls: str) -> Non
     assert received.tls and received.client_certificate == "syncsmtp test client"
 
 
+@pytest.mark.parametrize("fail_silently", [False, True])
+def test_certificate_files_are_read_only_for_tls(smtp_server_factory: ServerFactory, tmp_path: Path,
+                                                 fail_silently: bool) -> None:
+    """As in Django's backend: ignored without TLS; with TLS, a missing one is an error when the
+    backend opens (ImproperlyConfigured, whatever fail_silently says), not when it is made."""
+    missing = str(tmp_path / "missing.pem")
+    server = smtp_server_factory(tls="starttls")
+    with server_settings(server, EMAIL_SSL_CERTFILE=missing, EMAIL_SSL_KEYFILE=missing,
+                         SYNCSMTP={"ca_file": server.ca_file}):
+        plaintext = mail.get_connection(OURS, use_tls=False, fail_silently=fail_silently)
+        assert (plaintext.ssl_certfile, plaintext.ssl_keyfile) == (missing, missing)
+        assert plaintext.policy.client_cert is None and plaintext.policy.client_key is None
+        assert plaintext.send_messages([simple_message("no tls")]) == 1
+        with_tls = mail.get_connection(OURS, use_tls=True, fail_silently=fail_silently)
+        assert with_tls.ssl_certfile == missing
+        with pytest.raises(ImproperlyConfigured, match=r"client_cert .* not a readable file"):
+            with_tls.open()
+        with pytest.raises(ImproperlyConfigured, match=r"client_cert .* not a readable file"):
+            with_tls.send_messages([simple_message("tls")])
+        assert with_tls.connection is None
+        with override_settings(EMAIL_USE_TLS=True):
+            assert syncsmtp_check_ids() == ["syncsmtp.E001"]
+    assert [m.message["Subject"] for m in server.wait_for(1)] == ["no tls"]
+    assert server.connections == 1
+
+
 # -- 3. counts and connections (the same for both backends) ----------------------------------------
 
 BOTH = pytest.mark.parametrize("backend", [OURS, DJANGOS], ids=["syncsmtp", "django"])
@@ -365,6 +410,25 @@ def test_one_connection_between_open_and_close(smtp_server_factory: ServerFactor
     (commands,) = server.commands
     assert commands[-1].upper() == b"QUIT", "close() at the end of the with block sends QUIT"
     assert sum(line.upper().startswith(b"MAIL FROM") for line in commands) == 4
+
+
+@pytest.mark.parametrize(("timeout", "expected"), [(42, 42.0), (None, 60.0)])
+def test_the_open_connection_has_a_timeout(smtp_server_factory: ServerFactory, timeout: float | None,
+                                           expected: float) -> None:
+    """Code reads ``backend.connection.timeout`` from Django's (smtplib's socket time-out);
+    here it is the deadline of each message."""
+    server = smtp_server_factory(tls="none")
+    with server_settings(server, EMAIL_TIMEOUT=None):
+        backend = mail.get_connection(OURS, timeout=timeout)
+        assert backend.open() is True
+        try:
+            assert isinstance(backend.connection, syncsmtp.django.Connection)
+            assert isinstance(backend.connection, syncsmtp.Mailer)
+            assert backend.connection.timeout == expected
+            assert backend.send_messages([simple_message()]) == 1
+        finally:
+            backend.close()
+    assert backend.connection is None and server.connections == 1
 
 
 @BOTH

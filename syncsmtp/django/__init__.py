@@ -9,6 +9,6 @@ Every ``EMAIL_*`` setting keeps its meaning; ``EMAIL_URL`` and the
 ``SYNCSMTP`` dict reach the policy options Django has no setting for.
 """
 
-from .backend import EmailBackend
+from .backend import Connection, EmailBackend
 
-__all__ = ["EmailBackend"]
+__all__ = ["Connection", "EmailBackend"]

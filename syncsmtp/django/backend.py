@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -11,13 +12,29 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import EmailMessage, sanitize_address
 
-from .._settings import hide_password
+from .._settings import hide_password, tls_mode
 from ..client import DEFAULT_TIMEOUT
 from ..errors import SMTPError
 from ..mailer import Mailer
+from ..policy import Policy
 from ._config import build_policy, connection_settings
 
-__all__ = ["EmailBackend"]
+__all__ = ["Connection", "EmailBackend"]
+
+
+class Connection(Mailer):
+    """What :attr:`EmailBackend.connection` holds while the backend is open: a
+    :class:`~syncsmtp.Mailer` of one connection that also answers what code
+    reads from the ``smtplib.SMTP`` object of Django's backend.
+
+    ``timeout`` is the backend's ``timeout`` (``EMAIL_TIMEOUT``) in force:
+    syncsmtp's deadline for each message, 60 seconds when that is None.
+    """
+
+    def __init__(self, policy: Policy, timeout: float) -> None:
+        super().__init__(policy, connections=1)
+        #: The deadline of each message, in seconds.
+        self.timeout = timeout
 
 
 class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typed
@@ -49,6 +66,11 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
 
     ``timeout`` (``EMAIL_TIMEOUT``) is syncsmtp's deadline for each message,
     connect to answer; None means syncsmtp's default of 60 seconds.
+
+    ``ssl_certfile`` and ``ssl_keyfile`` are read, as in Django's backend,
+    only for a TLS connection: without TLS they are ignored, and with TLS a
+    file that cannot be read raises ``ImproperlyConfigured`` from
+    :meth:`open` (and from :attr:`policy`), not from the constructor.
     """
 
     def __init__(
@@ -83,14 +105,42 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
                 "EMAIL_USE_TLS/EMAIL_USE_SSL are mutually exclusive, so only set "
                 "one of those settings to True."
             )
-        self.policy = build_policy(
-            host=self.host, port=self.port, username=self.username, password=self.password,
-            use_tls=self.use_tls, use_ssl=self.use_ssl, ssl_keyfile=self.ssl_keyfile,
-            ssl_certfile=self.ssl_certfile, fallback_tls=found.fallback_tls, options=found.options,
-        )
-        #: The open :class:`~syncsmtp.Mailer` between open() and close(), else None.
-        self.connection: Mailer | None = None
+        self._fallback_tls = found.fallback_tls
+        self._options = found.options
+        self._policy: Policy | None = None
+        # As in Django's backend, the certificate files are read only for a TLS
+        # connection: ignored without TLS, and a missing one is an error when
+        # the backend opens, not here. Every other setting is checked now.
+        reads_files = tls_mode(use_tls=self.use_tls, use_ssl=self.use_ssl,
+                               fallback_tls=self._fallback_tls, options=self._options) != "none"
+        if not reads_files:
+            self._policy = self._build_policy(certificate_files=False)
+        elif all(os.path.isfile(path) for path in (self.ssl_certfile, self.ssl_keyfile) if path):
+            self._policy = self._build_policy(certificate_files=True)
+        else:
+            self._build_policy(certificate_files=False)
+        #: The open :class:`Connection` (a :class:`~syncsmtp.Mailer`) between
+        #: open() and close(), else None.
+        self.connection: Connection | None = None
         self._lock = threading.RLock()
+
+    @property
+    def policy(self) -> Policy:
+        """The :class:`~syncsmtp.Policy` the settings make. With TLS and a
+        certificate file that cannot be read, ``ImproperlyConfigured`` here,
+        and so from :meth:`open`."""
+        if self._policy is None:
+            self._policy = self._build_policy(certificate_files=True)
+        return self._policy
+
+    def _build_policy(self, *, certificate_files: bool) -> Policy:
+        return build_policy(
+            host=self.host, port=self.port, username=self.username, password=self.password,
+            use_tls=self.use_tls, use_ssl=self.use_ssl,
+            ssl_keyfile=self.ssl_keyfile if certificate_files else None,
+            ssl_certfile=self.ssl_certfile if certificate_files else None,
+            fallback_tls=self._fallback_tls, options=self._options,
+        )
 
     @property
     def _deadline(self) -> float:
@@ -103,7 +153,7 @@ class EmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is not typ
         with self._lock:
             if self.connection is not None:
                 return False
-            mailer = Mailer(self.policy, connections=1)
+            mailer = Connection(self.policy, self._deadline)
             try:
                 mailer.open(timeout=self._deadline)
             except SMTPError:
