@@ -3,15 +3,17 @@
 ``syncsmtp.send(message, policy, timeout)`` blocks until the server has
 answered and returns a :class:`SendResult`, or raises one typed
 :class:`SMTPError` subclass that says what went wrong and what to do.
-:class:`Mailer` does the same over reused connections, from many threads. The work
-runs on Twisted's ESMTP client in a background reactor thread (started on the
-first send, not on import).
+:class:`Mailer` does the same over reused connections, from many threads.
+``syncsmtp.check(policy, timeout)`` connects as a send would and reports what
+the server offers (a :class:`CheckResult`), sending nothing. The work runs on
+Twisted's ESMTP client in a background reactor thread (started on the first
+send, not on import).
 """
 
 from __future__ import annotations
 
 from ._send_many import Outgoing
-from .client import DEFAULT_TIMEOUT, send
+from .client import DEFAULT_TIMEOUT, check, send
 from .errors import (
     AuthDeclinedError,
     AuthError,
@@ -39,7 +41,7 @@ from .errors import (
 from .mailer import DEFAULT_IDLE_TIMEOUT, Mailer
 from .message import MessageInput
 from .policy import SUPPORTED_AUTH_MECHANISMS, Policy, TLSMode
-from .result import Reply, SendReport, SendResult, TLSInfo
+from .result import Capabilities, CertificateInfo, CheckResult, Reply, SendReport, SendResult, TLSInfo
 
 __version__ = "0.1.0"
 
@@ -52,7 +54,10 @@ __all__ = [
     "AuthMalformedChallengeError",
     "AuthRequiredError",
     "AuthServerError",
+    "Capabilities",
     "CertificateError",
+    "CertificateInfo",
+    "CheckResult",
     "ConnectError",
     "ConnectionLostError",
     "EHLORequiredError",
@@ -78,5 +83,6 @@ __all__ = [
     "TLSInfo",
     "TLSMode",
     "TLSRequiredError",
+    "check",
     "send",
 ]

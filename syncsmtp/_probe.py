@@ -1,4 +1,5 @@
-"""Probing a server without sending (reactor side): the engine of ``syncsmtp check``.
+"""Probing a server without sending (reactor side): the engine of
+:func:`syncsmtp.check` and so of ``syncsmtp check``.
 
 A probe opens an ordinary session (:func:`syncsmtp._engine.open_session`, so
 greeting, EHLO, STARTTLS and AUTH run exactly as in a send), records what the
@@ -7,15 +8,14 @@ once the session is ready, before any MAIL. When the certificate does not
 verify, a second session without verification, and without credentials,
 still shows what the certificate is.
 
-What it hands back is plain data (:class:`ProbeResult`): no Twisted or
-OpenSSL object reaches the caller.
+What it hands back is plain data (:class:`~syncsmtp.CheckResult`): no
+Twisted or OpenSSL object reaches the caller.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
@@ -23,109 +23,18 @@ from twisted.python.failure import Failure
 
 from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
 from .errors import AuthError, CertificateError, SMTPError
-from .policy import Policy
-from .result import Reply, TLSInfo
+from .policy import Policy, unverified_copy
+from .result import Capabilities, CertificateInfo, CheckResult, Reply, TLSInfo
 
-__all__ = ["Capabilities", "CertificateInfo", "ProbeResult", "probe"]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """The keywords of one EHLO reply (upper-cased) and their parameters."""
-
-    keywords: Mapping[str, str | None]
-
-    @classmethod
-    def from_items(cls, items: Mapping[bytes, bytes | None]) -> Capabilities:
-        """Build from the engine's raw keyword map."""
-        return cls({
-            key.decode("ascii", "replace"): None if value is None else value.decode("utf-8", "replace")
-            for key, value in items.items()
-        })
-
-    @property
-    def size_limit(self) -> int | None:
-        """The SIZE limit in bytes; None when SIZE is not announced, 0 when it has no limit."""
-        if "SIZE" not in self.keywords:
-            return None
-        value = (self.keywords["SIZE"] or "0").strip()
-        return int(value) if value.isdigit() else 0
-
-    @property
-    def auth_mechanisms(self) -> tuple[str, ...]:
-        """The AUTH mechanisms offered (``AUTH=`` of old servers included), in the server's order."""
-        names: list[str] = []
-        for key, value in self.keywords.items():
-            words: list[str] = []
-            if key == "AUTH":
-                words = (value or "").upper().split()
-            elif key.startswith("AUTH="):
-                words = [key[5:], *(value or "").upper().split()]
-            names += [word for word in words if word not in names]
-        return tuple(names)
-
-    def offers(self, keyword: str) -> bool:
-        """Whether the keyword (e.g. ``"PIPELINING"``) was announced."""
-        return keyword.upper() in self.keywords
+__all__ = ["probe"]
 
 
-@dataclass(frozen=True)
-class CertificateInfo:
-    """The server's certificate, as presented in the TLS handshake."""
-
-    subject: str
-    issuer: str
-    not_before: datetime.datetime
-    not_after: datetime.datetime
-    alt_names: tuple[str, ...]
-    serial: str
-    sha256: str
-
-    def days_left(self, now: datetime.datetime | None = None) -> float:
-        """Days until it expires (negative once it has)."""
-        now = now or datetime.datetime.now(datetime.timezone.utc)
-        return (self.not_after - now).total_seconds() / 86400
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """What a probe learnt about a server, as far as it got.
-
-    ``capabilities_before_tls`` is the EHLO reply before STARTTLS (None with
-    implicit TLS, or when the probe did not get that far),
-    ``capabilities_after_tls`` the one after (None without TLS).
-    ``certificate_verified`` is True when the chain and host name verified,
-    False when they did not (``certificate`` then comes from a second session
-    without verification), None when not checked (no TLS, or ``verify=False``).
-    ``auth_mechanism`` is the mechanism that logged in, when credentials were
-    given and accepted. ``error`` is the first failure, as a send would have
-    raised it; None when everything the policy asks for worked.
-    """
-
-    host: str
-    port: int
-    tls_mode: str
-    greeting: Reply | None
-    capabilities_before_tls: Capabilities | None
-    capabilities_after_tls: Capabilities | None
-    tls: TLSInfo | None
-    certificate: CertificateInfo | None
-    certificate_verified: bool | None
-    auth_attempted: bool
-    auth_mechanism: str | None
-    error: SMTPError | None
-    elapsed: float
-    transcript: tuple[str, ...] = field(default=(), repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when the probe found nothing wrong."""
-        return self.error is None
-
-    @property
-    def capabilities(self) -> Capabilities | None:
-        """The capabilities that apply to a send: after TLS when there was TLS."""
-        return self.capabilities_after_tls or self.capabilities_before_tls
+def _capabilities(items: Mapping[bytes, bytes | None]) -> Capabilities:
+    """The engine's raw keyword map as plain data."""
+    return Capabilities({
+        key.decode("ascii", "replace"): None if value is None else value.decode("utf-8", "replace")
+        for key, value in items.items()
+    })
 
 
 def _certificate_info(session: SMTPClientProtocol) -> CertificateInfo | None:
@@ -184,14 +93,14 @@ class _Observation:
             self.tls = session.tls
             self.certificate = _certificate_info(session) or self.certificate
             if plaintext is not None:
-                self.before_tls = Capabilities.from_items(plaintext)
+                self.before_tls = _capabilities(plaintext)
             if capabilities:
-                self.after_tls = Capabilities.from_items(capabilities)
+                self.after_tls = _capabilities(capabilities)
         elif plaintext is not None:
             # STARTTLS was sent, but the handshake did not complete.
-            self.before_tls = Capabilities.from_items(plaintext)
+            self.before_tls = _capabilities(plaintext)
         elif capabilities:
-            self.before_tls = Capabilities.from_items(capabilities)
+            self.before_tls = _capabilities(capabilities)
         self.auth_mechanism = session.authenticated_with
         self.transcript = session.transcript()
 
@@ -266,8 +175,8 @@ class _Attempt:
             self._connection.cancel()
 
 
-def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[ProbeResult]:
-    """Probe the policy's server (reactor thread); fires with a :class:`ProbeResult`.
+def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[CheckResult]:
+    """Probe the policy's server (reactor thread); fires with a :class:`~syncsmtp.CheckResult`.
 
     Failures are recorded in the result, never raised. ``timeout`` bounds the
     whole probe; cancelling the Deferred drops the connection.
@@ -275,11 +184,11 @@ def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[ProbeR
     started = reactor.seconds()
     attempts: list[_Attempt] = []
 
-    def cancel(_: defer.Deferred[ProbeResult]) -> None:
+    def cancel(_: defer.Deferred[CheckResult]) -> None:
         if attempts:
             attempts[-1].abort()
 
-    done: defer.Deferred[ProbeResult] = defer.Deferred(cancel)
+    done: defer.Deferred[CheckResult] = defer.Deferred(cancel)
 
     def attempt(attempt_policy: Policy) -> defer.Deferred[_Observation]:
         remaining = max(timeout - (reactor.seconds() - started), 0.1)
@@ -296,10 +205,7 @@ def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[ProbeR
         if isinstance(first.error, CertificateError) and policy.verify and not done.called:
             # Show the certificate all the same: a second session that does not
             # verify it, and so must not send credentials over it.
-            unverified = policy.with_options(
-                verify=False, username=None, password=None, require_auth=None
-            )
-            attempt(unverified).addCallback(lambda second: finish(first, second))
+            attempt(unverified_copy(policy)).addCallback(lambda second: finish(first, second))
         else:
             finish(first, None)
 
@@ -323,7 +229,7 @@ def probe(reactor: Any, policy: Policy, timeout: float) -> defer.Deferred[ProbeR
                 *second.transcript,
             )
         done.callback(
-            ProbeResult(
+            CheckResult(
                 host=policy.host,
                 port=policy.effective_port,
                 tls_mode=policy.tls,

@@ -1,4 +1,5 @@
-"""The blocking face: ``send()`` (plain Python in, a result or a typed error out).
+"""The blocking face: ``send()`` (plain Python in, a result or a typed error
+out) and ``check()`` (what a server offers, without sending).
 
 The reactor side is imported on the first send, not with ``import syncsmtp``,
 so applications that never send (or not yet) pay nothing for Twisted.
@@ -14,12 +15,12 @@ from . import _messages, _reactor
 from .errors import ConnectionLostError, SendTimeout, SMTPError
 from .message import MessageInput, prepare_message
 from .policy import Policy
-from .result import SendResult
+from .result import CheckResult, SendResult
 
 if TYPE_CHECKING:
     from ._engine import Progress
 
-__all__ = ["DEFAULT_TIMEOUT", "send"]
+__all__ = ["DEFAULT_TIMEOUT", "check", "send"]
 
 #: The deadline of a send when none is given, in seconds.
 DEFAULT_TIMEOUT = 60.0
@@ -80,6 +81,32 @@ def send(
     result: SendResult = wait_for_outcome(
         policy, progress, deadline, deliver, policy, envelope, deadline, progress
     )
+    return result
+
+
+def check(policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
+    """Connect to the policy's server and set up a session as a send would,
+    then QUIT without sending anything; block until then, and return what
+    was learnt as a :class:`~syncsmtp.CheckResult`.
+
+    The session goes as far as the policy asks: greeting, EHLO (read before
+    and after STARTTLS), TLS with certificate verification, and AUTH when the
+    policy has credentials. When the certificate does not verify, a second
+    session without verification and without AUTH shows what it is.
+
+    A failure is not raised: it is the result's ``error`` (``result.ok`` is
+    False), beside everything learnt before it. ``timeout`` bounds the whole
+    check; only when the reactor thread itself does not answer within it is
+    :class:`~syncsmtp.SendTimeout` raised. A bad ``policy`` or ``timeout`` is
+    a TypeError or ValueError.
+    """
+    check_policy(policy, "check()")
+    deadline = check_timeout(timeout, "timeout", "check()")
+    _reactor.check_caller()
+    from ._engine import Progress
+    from ._probe import probe
+
+    result: CheckResult = wait_for_outcome(policy, Progress(), deadline, probe, policy, deadline)
     return result
 
 

@@ -6,6 +6,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable
+from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -54,6 +55,10 @@ _CIPHER_STRING = re.compile(r"^[A-Za-z0-9_+\-!:@=.,]+$")
 # What may stand in a URL's user name or password unencoded (RFC 3986 userinfo);
 # "/", "?", "#" and "@" would end it early and hand the rest to host or path.
 _USERINFO = re.compile(r"^[A-Za-z0-9\-._~%!$&'()*+,;=:]*$")
+# Set while syncsmtp itself makes a policy that does not verify (to show a
+# certificate that failed verification): the caller asked for no such thing,
+# so it is not warned about. A context variable: each thread has its own.
+_LIBRARY_UNVERIFIED: ContextVar[bool] = ContextVar("_LIBRARY_UNVERIFIED", default=False)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -142,7 +147,7 @@ class Policy:
             raise ValueError(_messages.must_be(
                 "Policy", "tls_ciphers", "an OpenSSL cipher string such as 'DEFAULT'", self.tls_ciphers
             ))
-        if not self.verify and self.tls != "none":
+        if not self.verify and self.tls != "none" and not _LIBRARY_UNVERIFIED.get():
             # stacklevel: the caller of Policy(...), through the dataclass __init__.
             warnings.warn(
                 f"Policy(verify=False) for {self.address}: the connection is encrypted, but the "
@@ -295,6 +300,17 @@ class Policy:
             password=unquote(parts.password) if parts.password is not None else None,
             **options,
         )
+
+
+def unverified_copy(policy: Policy) -> Policy:
+    """``policy`` without certificate verification and without credentials,
+    made without a warning: for a second look at a server whose certificate
+    did not verify, to show what it is. Nothing is ever sent over it."""
+    token = _LIBRARY_UNVERIFIED.set(True)
+    try:
+        return policy.with_options(verify=False, username=None, password=None, require_auth=None)
+    finally:
+        _LIBRARY_UNVERIFIED.reset(token)
 
 
 def _parse_option(key: str, value: str) -> Any:

@@ -1,15 +1,21 @@
-"""What a send returns: the server's replies as plain data (no Twisted here)."""
+"""What a send or a check returns: the server's replies and what it offers,
+as plain data (no Twisted here)."""
 
 from __future__ import annotations
 
+import datetime
 import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Reply", "SendReport", "SendResult", "TLSInfo"]
+if TYPE_CHECKING:
+    from .errors import SMTPError
+    from .policy import TLSMode
+
+__all__ = ["Capabilities", "CertificateInfo", "CheckResult", "Reply", "SendReport", "SendResult", "TLSInfo"]
 
 _ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
@@ -197,6 +203,116 @@ class SendReport:
         ]
         rows += [(f"#{index}", f"{type(error).__name__}: {error}") for index, error in self.failed[:50]]
         return _html_table(rows, "syncsmtp-report")
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What one EHLO reply announced: each ``keyword`` (upper-cased, such as
+    ``"PIPELINING"`` or ``"AUTH"``) and its parameters (``"PLAIN LOGIN"``,
+    or None when it has none), in the server's order. Read-only."""
+
+    keywords: Mapping[str, str | None]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keywords", MappingProxyType(dict(self.keywords)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Capabilities, (dict(self.keywords),))
+
+    @property
+    def size_limit(self) -> int | None:
+        """The SIZE limit in bytes; None when SIZE is not announced, 0 when it has no limit."""
+        if "SIZE" not in self.keywords:
+            return None
+        value = (self.keywords["SIZE"] or "0").strip()
+        return int(value) if value.isdigit() else 0
+
+    @property
+    def auth_mechanisms(self) -> tuple[str, ...]:
+        """The AUTH mechanisms offered (``AUTH=`` of old servers included), in the server's order."""
+        names: list[str] = []
+        for key, value in self.keywords.items():
+            words: list[str] = []
+            if key == "AUTH":
+                words = (value or "").upper().split()
+            elif key.startswith("AUTH="):
+                words = [key[5:], *(value or "").upper().split()]
+            names += [word for word in words if word not in names]
+        return tuple(names)
+
+    def offers(self, keyword: str) -> bool:
+        """Whether ``keyword`` (such as ``"STARTTLS"``, any case) was announced."""
+        return keyword.upper() in self.keywords
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateInfo:
+    """The certificate the server presented in the TLS handshake: ``subject``
+    and ``issuer`` (RFC 4514 strings), validity (``not_before``,
+    ``not_after``, aware datetimes in UTC), ``alt_names`` (``"DNS:name"``,
+    ``"IP:address"``), ``serial`` (hexadecimal) and its ``sha256``
+    fingerprint (colon-separated hexadecimal pairs)."""
+
+    subject: str
+    issuer: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    alt_names: tuple[str, ...]
+    serial: str
+    sha256: str
+
+    def days_left(self, now: datetime.datetime | None = None) -> float:
+        """Days until it expires (negative once it has), from ``now`` (default: the present)."""
+        now = now or datetime.datetime.now(datetime.timezone.utc)
+        return (self.not_after - now).total_seconds() / 86400
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What :func:`syncsmtp.check` learnt about a server, as far as it got.
+
+    ``greeting`` is the server's first reply. ``capabilities_before_tls`` is
+    the EHLO reply before STARTTLS (None with implicit TLS, or when the check
+    did not get that far), ``capabilities_after_tls`` the one after (None
+    without TLS); :attr:`capabilities` is the one a send would go by.
+    ``tls`` is the negotiated version and cipher, ``certificate`` what the
+    server presented; ``certificate_verified`` is True when its chain and
+    host name verified, False when they did not (``certificate`` then comes
+    from a second session without verification and without AUTH), None when
+    not checked (no TLS, or ``verify=False``). ``auth_attempted`` says
+    whether the policy's credentials were tried, ``auth_mechanism`` is the
+    mechanism that logged in (None: not tried, or refused). ``error`` is the
+    first failure, the :class:`~syncsmtp.SMTPError` a send would have raised;
+    None when everything the policy asks for worked. ``transcript`` is the
+    conversation, credentials redacted; it is not part of ``repr()``.
+
+    No password or credential is part of it.
+    """
+
+    host: str
+    port: int
+    tls_mode: TLSMode
+    greeting: Reply | None
+    capabilities_before_tls: Capabilities | None
+    capabilities_after_tls: Capabilities | None
+    tls: TLSInfo | None
+    certificate: CertificateInfo | None
+    certificate_verified: bool | None
+    auth_attempted: bool
+    auth_mechanism: str | None
+    error: SMTPError | None
+    elapsed: float
+    transcript: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        """True when the check found nothing wrong (``error`` is None)."""
+        return self.error is None
+
+    @property
+    def capabilities(self) -> Capabilities | None:
+        """The capabilities that apply to a send: after TLS when there was TLS."""
+        return self.capabilities_after_tls or self.capabilities_before_tls
 
 
 def _text_table(rows: list[tuple[str, str]]) -> str:

@@ -1,7 +1,8 @@
 """``syncsmtp check``: what a server offers, without sending anything.
 
-The probe itself runs in the reactor (:mod:`syncsmtp._probe`, on the same
-session code as a send); this module only calls it and presents its result.
+The probe is the library's own :func:`syncsmtp.check` (on the same session
+code as a send); this module only calls it and presents its
+:class:`~syncsmtp.CheckResult`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..client import wait_for_outcome
 from ..errors import SMTPError
 from ._exit import ExitCode, exit_code_for, hint_for
 from ._options import Subcommands, add_color_option, add_server_options, build_policy
 from ._output import Console, paragraph, printable
 
 if TYPE_CHECKING:
-    from .._probe import Capabilities, CertificateInfo, ProbeResult
+    from ..result import Capabilities, CertificateInfo, CheckResult
 
 __all__ = ["add_parser"]
 
@@ -67,13 +67,11 @@ def add_parser(commands: Subcommands) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     """Probe the server and report; the exit code is that of the first failure."""
     policy = build_policy(args, console)
-    from .. import _probe
-    from .._engine import Progress
+    # The command line probes through the public function, as any program would.
+    from .. import check
 
     try:
-        result: ProbeResult = wait_for_outcome(
-            policy, Progress(), args.timeout, _probe.probe, policy, args.timeout
-        )
+        result = check(policy, timeout=args.timeout)
     except SMTPError as error:  # only when the reactor itself did not answer in time
         console.error(f"{type(error).__name__}: {error}", hint_for(error))
         return exit_code_for(error)
@@ -129,7 +127,7 @@ def _expiry(certificate: CertificateInfo, console: Console) -> str:
     return console.style(text, "yellow") if days < _EXPIRY_WARNING_DAYS else text
 
 
-def _verified(result: ProbeResult, console: Console) -> str:
+def _verified(result: CheckResult, console: Console) -> str:
     if result.certificate_verified is True:
         return console.style("yes", "green") + " (chain and host name)"
     if result.certificate_verified is False:
@@ -137,7 +135,7 @@ def _verified(result: ProbeResult, console: Console) -> str:
     return "not checked (--insecure)"
 
 
-def _auth(result: ProbeResult, username: str | None, console: Console) -> str:
+def _auth(result: CheckResult, username: str | None, console: Console) -> str:
     if not username:
         return "not tried (no --user)"
     if result.auth_mechanism:
@@ -147,7 +145,7 @@ def _auth(result: ProbeResult, username: str | None, console: Console) -> str:
     return "not tried (the session failed before AUTH)"
 
 
-def _rows(result: ProbeResult, username: str | None, console: Console) -> list[tuple[str, str]]:
+def _rows(result: CheckResult, username: str | None, console: Console) -> list[tuple[str, str]]:
     rows = [("server", f"{_address(result)} (tls: {result.tls_mode})")]
     # What the server chose to say goes through printable(): it must not drive the terminal.
     rows.append(("greeting", printable(str(result.greeting), keep_newlines=True) if result.greeting
@@ -185,7 +183,7 @@ def _rows(result: ProbeResult, username: str | None, console: Console) -> list[t
     return rows
 
 
-def _address(result: ProbeResult) -> str:
+def _address(result: CheckResult) -> str:
     host = f"[{result.host}]" if ":" in result.host else result.host
     return f"{host}:{result.port}"
 
@@ -211,7 +209,7 @@ def _time(value: datetime.datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
-def to_json(result: ProbeResult, username: str | None, code: ExitCode) -> dict[str, Any]:
+def to_json(result: CheckResult, username: str | None, code: ExitCode) -> dict[str, Any]:
     """The probe's findings as JSON-ready data (the password is never part of it)."""
     certificate = result.certificate
     error = result.error
