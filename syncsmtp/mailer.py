@@ -225,7 +225,7 @@ class Mailer:
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
                                  or not 0 < rate < math.inf):
             raise ValueError(_messages.must_be(
-                where, "rate", "a positive, finite number of messages per second (None: no limit)", rate
+                where, "rate", "a positive, finite number per second (None: no limit)", rate
             ))
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(_messages.non_negative_integer(where, "retries", retries))
