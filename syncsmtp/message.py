@@ -44,8 +44,9 @@ _ADDRESS_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNQUOTED = r"[^\s\x00-\x1f\x7f<>()\"',;:\\\[\]]"
 # RFC 5321 Quoted-string: printable ASCII and spaces, \ escapes.
 _QUOTED_STRING = r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"'
-# A domain, or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1].
-_DOMAIN = rf"(?:{_UNQUOTED}+|\[[\x21-\x5a\x5e-\x7e]+\])"
+# A domain (no @: the last @ splits the address, and the match stays linear in
+# time), or an address literal such as [192.0.2.1] or [IPv6:2001:db8::1].
+_DOMAIN = rf"(?:(?:(?!@){_UNQUOTED})+|\[[\x21-\x5a\x5e-\x7e]+\])"
 # local@domain or "quoted local"@domain; or a local part alone (no @ at all),
 # to which the server (a local relay) adds its own domain, as with smtplib.
 _ENVELOPE_ADDRESS = re.compile(rf"(?:{_UNQUOTED}+|{_QUOTED_STRING})@{_DOMAIN}|(?:(?!@){_UNQUOTED})+")
