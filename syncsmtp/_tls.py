@@ -41,6 +41,10 @@ DEFAULT_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 _PEM_CERTIFICATE = re.compile(
     rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL
 )
+# An encrypted PEM key: PKCS #8, or a traditional one with its Proc-Type header.
+_ENCRYPTED_KEY = re.compile(
+    rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|^Proc-Type: *4, *ENCRYPTED", re.MULTILINE
+)
 
 
 def _read(path: str) -> bytes:
@@ -59,13 +63,23 @@ def _trust_root(policy: Policy) -> Any:
     return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(block) for block in blocks])
 
 
-def _client_certificate(policy: Policy) -> Any:
+def _load_client_certificate(context: SSL.Context, policy: Policy) -> None:
+    """The policy's client certificate (with any chain after it) and its key, read by
+    OpenSSL from their PEM files (``client_key`` None: the key is in ``client_cert``).
+    No pyOpenSSL certificate or key objects: handing those to OpenSSL is deprecated."""
     if policy.client_cert is None:
-        return None
-    pem = _read(policy.client_cert)
-    if policy.client_key is not None:
-        pem = pem + b"\n" + _read(policy.client_key)
-    return ssl.PrivateCertificate.loadPEM(pem)
+        return
+    key_file = policy.client_key or policy.client_cert
+    if _ENCRYPTED_KEY.search(_read(key_file)):
+        # OpenSSL would ask for its passphrase on the terminal, from the reactor thread.
+        raise TLSFailedError(
+            f"the client key in {key_file!r} is encrypted; give client_key an unencrypted PEM key",
+            host=policy.host,
+            stage="tls",
+        )
+    context.use_certificate_chain_file(policy.client_cert)
+    context.use_privatekey_file(key_file)
+    context.check_privatekey()
 
 
 def _is_ip(hostname: str) -> bool:
@@ -73,21 +87,18 @@ def _is_ip(hostname: str) -> bool:
 
 
 def _context(policy: Policy) -> SSL.Context:
-    certificate = _client_certificate(policy)
     options: dict[str, Any] = {
         "raiseMinimumTo": ssl.TLSVersion.TLSv1_2,
         "acceptableCiphers": ssl.AcceptableCiphers.fromOpenSSLCipherString(
             policy.tls_ciphers or DEFAULT_TLS12_CIPHERS
         ),
     }
-    if certificate is not None:
-        options["privateKey"] = certificate.privateKey.original
-        options["certificate"] = certificate.original
     if policy.verify:
         options["trustRoot"] = _trust_root(policy)
     else:
         options["verify"] = False
     context: SSL.Context = ssl.CertificateOptions(**options).getContext()
+    _load_client_certificate(context, policy)
     return context
 
 

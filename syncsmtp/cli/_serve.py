@@ -1,9 +1,9 @@
 """``syncsmtp serve``: a development mail sink on loopback.
 
 It is :class:`syncsmtp.testing.SMTPTestServer` (Twisted's ESMTP server in
-syncsmtp's reactor thread) with a store behind it: the server hands each
-accepted message to a queue, and the main thread prints its envelope and a
-summary and saves it. The main thread is also where SIGINT and SIGTERM
+syncsmtp's reactor thread), with AUTH for any credentials on request, and a
+store behind it: the server hands each accepted message to a queue, and the
+main thread prints its envelope and a summary and saves it. The main thread is also where SIGINT and SIGTERM
 arrive; either stops the server (its port closed) and the command exits 0.
 """
 
@@ -29,7 +29,8 @@ from ._output import Console, paragraph, printable
 
 if TYPE_CHECKING:
     from ..policy import Policy
-    from ..testing import ReceivedMessage, SMTPTestServer
+    from ..testing import ReceivedMessage
+    from ..testing._sink import SinkServer
 
 __all__ = ["ListenError", "Sink", "add_parser", "parse_listen"]
 
@@ -165,7 +166,7 @@ class Sink:
         size_limit: int = _DEFAULT_SIZE_LIMIT,
         quiet: bool = False,
     ) -> None:
-        from ..testing import SMTPTestServer
+        from ..testing._sink import SinkServer
 
         self.console = console
         self.store = store
@@ -174,7 +175,7 @@ class Sink:
         #: Where the last message handled was saved.
         self.last_location = ""
         self._queue: queue.Queue[ReceivedMessage] = queue.Queue()
-        self.server: SMTPTestServer = SMTPTestServer(
+        self.server: SinkServer = SinkServer(
             tls=tls,
             users=users,
             accept_any_credentials=accept_any,

@@ -54,6 +54,5 @@ def check_listen_host(host: str, allow_non_loopback: bool) -> None:
     if not allow_non_loopback and not is_loopback_host(host):
         raise ValueError(
             f"host {host!r} is not a loopback address ({LOOPBACK_HINT}); the test server "
-            "accepts any mail (and, with accept_any_credentials, any login), so it listens "
-            "elsewhere only with allow_non_loopback=True"
+            "accepts any mail, so it listens elsewhere only with allow_non_loopback=True"
         )

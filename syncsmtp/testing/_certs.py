@@ -21,13 +21,16 @@ __all__ = ["TestCertificates", "certificates"]
 
 @dataclass(frozen=True)
 class TestCertificates:
-    """PEM bytes of the CA and of a server certificate it signed, the CA's file,
+    """PEM bytes of the CA and of a server certificate it signed, the files of
+    both (the server's TLS context loads its certificate and key from files),
     and the files of a client certificate (CN ``syncsmtp test client``) it signed."""
 
     ca_pem: bytes
     server_cert_pem: bytes
     server_key_pem: bytes
     ca_file: str
+    server_cert_file: str
+    server_key_file: str
     client_cert_file: str
     client_key_file: str
 
@@ -131,6 +134,16 @@ def _generate(hostname: str) -> TestCertificates:
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     ca_file = folder / f"ca-{hostname}.pem"
     ca_file.write_bytes(ca_pem)
+    server_cert_pem = server_cert.public_bytes(serialization.Encoding.PEM)
+    server_cert_file = folder / f"server-{hostname}.pem"
+    server_cert_file.write_bytes(server_cert_pem)
+    server_key_pem = server_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    server_key_file = folder / f"server-{hostname}.key"
+    server_key_file.write_bytes(server_key_pem)
     client_cert_file = folder / f"client-{hostname}.pem"
     client_cert_file.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
     client_key_file = folder / f"client-{hostname}.key"
@@ -143,13 +156,11 @@ def _generate(hostname: str) -> TestCertificates:
     )
     return TestCertificates(
         ca_pem=ca_pem,
-        server_cert_pem=server_cert.public_bytes(serialization.Encoding.PEM),
-        server_key_pem=server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        ),
+        server_cert_pem=server_cert_pem,
+        server_key_pem=server_key_pem,
         ca_file=str(ca_file),
+        server_cert_file=str(server_cert_file),
+        server_key_file=str(server_key_file),
         client_cert_file=str(client_cert_file),
         client_key_file=str(client_key_file),
     )

@@ -1,5 +1,9 @@
 """What Twisted's ESMTP server asks of the application behind it: who may log in, who may
-send, whom mail may go to. The test server's sessions record the data themselves."""
+send, whom mail may go to. The test server's sessions record the data themselves.
+
+Only Twisted's public API: credentials from ``twisted.cred`` and
+``twisted.mail.smtp``, and this module's own for AUTH PLAIN.
+"""
 
 # Twisted's smtp and cred modules are not annotated.
 # mypy: disallow-untyped-calls=False
@@ -9,21 +13,48 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred import checkers, credentials, portal
-from twisted.cred.credentials import CramMD5Credentials
 from twisted.internet import defer
 from twisted.mail import smtp
-from twisted.mail._cred import PLAINCredentials
+from twisted.mail.interfaces import IChallengeResponse
 from zope.interface import implementer
 
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["CHALLENGERS", "AnyCredentials", "Delivery", "Realm"]
+__all__ = ["CHALLENGERS", "AnyCredentials", "Delivery", "MalformedResponse", "PlainCredentials", "Realm"]
+
+
+class MalformedResponse(ValueError):
+    """A SASL response that cannot be read (answered ``501``)."""
+
+
+@implementer(IChallengeResponse)
+class PlainCredentials(credentials.UsernamePassword):
+    """AUTH PLAIN (RFC 4616): one response, ``[authzid] NUL authcid NUL passwd``, no challenge.
+
+    The authorization identity is not used: the user is the one who authenticates.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(b"", b"")
+
+    def getChallenge(self) -> bytes:  # noqa: N802
+        return b""
+
+    def setResponse(self, response: bytes) -> None:  # noqa: N802
+        parts = response.split(b"\0")
+        if len(parts) != 3 or not parts[1]:
+            raise MalformedResponse("an AUTH PLAIN response is [authzid] NUL authcid NUL passwd")
+        _authzid, self.username, self.password = parts
+
+    def moreChallenges(self) -> bool:  # noqa: N802
+        return False
+
 
 CHALLENGERS: dict[str, Any] = {
-    "PLAIN": PLAINCredentials,
+    "PLAIN": PlainCredentials,
     "LOGIN": smtp.LOGINCredentials,
-    "CRAM-MD5": CramMD5Credentials,
+    "CRAM-MD5": credentials.CramMD5Credentials,
 }
 
 
@@ -49,13 +80,12 @@ class Delivery:
         return None
 
     def validateFrom(self, helo: Any, origin: Any) -> Any:  # noqa: N802
-        if self._session.server.require_auth and not self._session.authenticated:
+        if self._session.settings.require_auth and not self._session.authenticated:
             raise smtp.SMTPServerError(530, "5.7.0 Authentication required")
         return origin
 
     def validateTo(self, user: Any) -> Any:  # noqa: N802
-        address = str(user.dest)
-        refusal = self._session.server._script.refused.get(address.lower())
+        refusal = self._session.core.script.refusal(str(user.dest))
         if refusal is not None:
             raise smtp.SMTPServerError(*refusal)
         return _NullMessage
@@ -63,7 +93,7 @@ class Delivery:
 
 @implementer(checkers.ICredentialsChecker)
 class AnyCredentials:
-    """Takes every user name and password (``accept_any_credentials``), as
+    """Takes every user name and password (``syncsmtp serve --auth-any``), as
     development mail sinks do: the client's AUTH code runs, nothing is checked."""
 
     credentialInterfaces = (  # noqa: N815 (Twisted's interface)

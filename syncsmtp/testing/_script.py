@@ -45,6 +45,11 @@ class Script:
                     del self.faults[stage]
             return fault
 
+    def refusal(self, address: str) -> tuple[int, str] | None:
+        """The reply scripted for RCPT TO ``address`` (any case), or None."""
+        with self.lock:
+            return self.refused.get(address.lower())
+
 
 class FaultScripting:
     """The methods of :class:`SMTPTestServer` that script faults (a base class, so that the

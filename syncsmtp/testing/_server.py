@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeVar, cast
 
-from twisted.internet import defer, ssl
+from twisted.internet import defer
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
-from twisted.python import log
 
 from .. import _reactor
 from ..policy import Policy
 from ._addresses import check_listen_host
 from ._certs import certificates
+from ._core import ServerCore, SessionSettings
 from ._delivery import CHALLENGERS
 from ._received import ReceivedMessage
-from ._script import STAGES, FaultScripting, Script
-from ._session import Session, SessionFactory
+from ._script import STAGES, FaultScripting
+from ._session import SessionFactory
+from ._tls import ServerTLS
 
 __all__ = ["STAGES", "ReceivedMessage", "SMTPTestServer"]
+
+_Server = TypeVar("_Server", bound="SMTPTestServer")
 
 
 class SMTPTestServer(FaultScripting):
@@ -39,11 +41,6 @@ class SMTPTestServer(FaultScripting):
     (:attr:`client_cert_file`, :attr:`client_key_file`). Use it as a context
     manager, or call :meth:`start` and :meth:`stop`.
 
-    ``accept_any_credentials`` offers AUTH and takes any user name and password
-    (a development sink, as ``syncsmtp serve --auth-any``). ``on_message`` is
-    called with each :class:`ReceivedMessage` as it is accepted, in the reactor
-    thread: it must return quickly (hand the message to a queue, say).
-
     ``host`` must be a loopback address (127.0.0.0/8, ``::1`` or
     ``localhost``; :class:`ValueError` otherwise, also from :meth:`start`):
     the server takes any mail, so listening where other hosts reach it
@@ -58,6 +55,7 @@ class SMTPTestServer(FaultScripting):
 
     def __init__(
         self,
+        *,
         tls: Literal["starttls", "implicit", "none"] = "starttls",
         users: Mapping[str, str] | None = None,
         auth_mechanisms: Sequence[str] = ("PLAIN", "LOGIN", "CRAM-MD5"),
@@ -69,8 +67,6 @@ class SMTPTestServer(FaultScripting):
         port: int = 0,
         hostname: str = "localhost",
         require_client_certificate: bool = False,
-        accept_any_credentials: bool = False,
-        on_message: Callable[[ReceivedMessage], object] | None = None,
         allow_non_loopback: bool = False,
     ) -> None:
         check_listen_host(host, allow_non_loopback)
@@ -90,23 +86,19 @@ class SMTPTestServer(FaultScripting):
         self.port = port
         self.hostname = hostname
         self.require_client_certificate = require_client_certificate
-        self.accept_any_credentials = accept_any_credentials
-        self.on_message = on_message
         self.allow_non_loopback = allow_non_loopback
-        self._script = Script()
-        self._lock = threading.Condition()
-        self._outbox: list[ReceivedMessage] = []
-        self._commands: list[list[bytes]] = []
-        self._sessions: set[Session] = set()
+        # AUTH for any user name and password: only syncsmtp serve's sink turns it on.
+        self._accept_any_credentials = False
+        # All that the sessions share with the server (FaultScripting writes the script).
+        self._core = ServerCore(self._session_settings)
+        self._script = self._core.script
         self._listening: Any = None
-        # Fired when the last connection closes, while stop() waits for them.
-        self._drained: defer.Deferred[None] | None = None
         self._owner = os.getpid()
         self._certificates = certificates(hostname) if tls != "none" else None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> SMTPTestServer:
+    def start(self: _Server) -> _Server:
         """Start listening (on a free port when ``port`` is 0); :class:`OSError`
         when the address cannot be taken (in use, not this machine's)."""
         if self._listening is None:
@@ -117,9 +109,11 @@ class SMTPTestServer(FaultScripting):
         return self
 
     def _listen(self, reactor: Any) -> Any:
-        factory: Any = SessionFactory(self)
+        factory: Any = SessionFactory(self._core)
         if self.tls == "implicit":
-            factory = TLSMemoryBIOFactory(self._server_tls_options, False, factory)
+            # (mypy does not see zope's @implementer)
+            creator = cast(IOpenSSLServerConnectionCreator, self._server_tls)
+            factory = TLSMemoryBIOFactory(creator, False, factory)
         try:
             return reactor.listenTCP(self.port, factory, interface=self.host)
         except CannotListenError as error:  # no Twisted type for the caller
@@ -142,31 +136,26 @@ class SMTPTestServer(FaultScripting):
 
     def _shutdown(self, reactor: Any, listening: Any, grace: float = 0.0) -> Any:
         stopped = defer.maybeDeferred(listening.stopListening)
-        with self._lock:
-            open_sessions = bool(self._sessions)
-        if grace <= 0 or not open_sessions:
-            self._abort_sessions()
-            return stopped
         drained: defer.Deferred[None] = defer.Deferred()
-        self._drained = drained
 
-        def give_up() -> None:
-            self._abort_sessions()
+        def done() -> None:
             if not drained.called:
                 drained.callback(None)
+
+        if grace <= 0 or not self._core.when_drained(done):
+            self._core.abort_all()
+            return stopped
+
+        def give_up() -> None:
+            self._core.when_drained(None)
+            self._core.abort_all()
+            done()
 
         timer = reactor.callLater(grace, give_up)
         drained.addBoth(lambda _: timer.cancel() if timer.active() else None)
         return defer.gatherResults([stopped, drained])
 
-    def _abort_sessions(self) -> None:
-        with self._lock:
-            sessions = list(self._sessions)
-        for session in sessions:
-            if session.transport is not None:
-                session.transport.abortConnection()
-
-    def __enter__(self) -> SMTPTestServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -206,90 +195,47 @@ class SMTPTestServer(FaultScripting):
         return Policy(**options)
 
     @functools.cached_property
-    def _server_tls_options(self) -> Any:
+    def _server_tls(self) -> ServerTLS:
         assert self._certificates is not None
-        pem = self._certificates.server_cert_pem + self._certificates.server_key_pem
-        authorities = [ssl.Certificate.loadPEM(self._certificates.ca_pem)] \
-            if self.require_client_certificate else []
-        # With authorities, the handshake requires a client certificate they signed.
-        return ssl.PrivateCertificate.loadPEM(pem).options(*authorities)
+        return ServerTLS(self._certificates, require_client_certificate=self.require_client_certificate)
+
+    def _session_settings(self) -> SessionSettings:
+        """What a connection opening now works with (the core asks, in the reactor thread)."""
+        return SessionSettings(
+            tls=self.tls,
+            hostname=self.hostname,
+            users=dict(self.users),
+            auth_mechanisms=self.auth_mechanisms,
+            auth_requires_tls=self.auth_requires_tls,
+            require_auth=self.require_auth,
+            extensions=self.extensions,
+            ehlo=self.ehlo,
+            accept_any_credentials=self._accept_any_credentials,
+            tls_creator=self._server_tls if self.tls != "none" else None,
+        )
 
     # -- what the test inspects ------------------------------------------------------------------
 
     @property
     def outbox(self) -> list[ReceivedMessage]:
         """The messages accepted so far, oldest first (a copy)."""
-        with self._lock:
-            return list(self._outbox)
+        return self._core.outbox()
 
     @property
     def commands(self) -> list[list[bytes]]:
         """Per connection, the command lines received (AUTH payloads too)."""
-        with self._lock:
-            return [list(lines) for lines in self._commands]
+        return self._core.commands()
 
     @property
     def connections(self) -> int:
         """How many connections were accepted."""
-        with self._lock:
-            return len(self._commands)
+        return self._core.connections()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[ReceivedMessage]:
         """Block until the outbox holds ``count`` messages; AssertionError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while len(self._outbox) < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"the test server received {len(self._outbox)} messages, not {count}, "
-                        f"within {timeout} s"
-                    )
-                self._lock.wait(remaining)
-            return list(self._outbox)
+        return self._core.wait_for(count, timeout)
 
     def clear(self) -> None:
         """Forget received messages, recorded commands and faults."""
-        with self._lock:
-            self._outbox.clear()
-            self._commands.clear()
+        self._core.forget()
         self.clear_faults()
-
-    # -- called in the reactor thread --------------------------------------------------------------
-
-    def _size_limit(self) -> int:
-        for keyword in self.extensions:
-            name, _, value = keyword.partition(" ")
-            if name.upper() == "SIZE" and value.isdigit():
-                return int(value)
-        return 0
-
-    def _announces(self, keyword: str) -> bool:
-        return any(k.partition(" ")[0].upper() == keyword for k in self.extensions)
-
-    def _connection_opened(self, session: Session, commands: list[bytes]) -> None:
-        with self._lock:
-            self._sessions.add(session)
-            self._commands.append(commands)
-
-    def _connection_closed(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.discard(session)
-            drained = self._drained if not self._sessions else None
-        if drained is not None and not drained.called:
-            drained.callback(None)
-
-    def _record_command(self, commands: list[bytes], line: bytes) -> None:
-        with self._lock:
-            commands.append(line)
-
-    def _deliver(self, message: ReceivedMessage) -> None:
-        with self._lock:
-            self._outbox.append(message)
-            self._lock.notify_all()
-        if self.on_message is not None:
-            try:
-                self.on_message(message)
-            except Exception:
-                # The message was accepted all the same; the callback's bug goes to Twisted's log.
-                log.err(None, "SMTPTestServer on_message callback failed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.cred import checkers, portal
 from twisted.cred.credentials import CramMD5Credentials
@@ -17,12 +17,10 @@ from twisted.mail import smtp
 
 from ._addresses import envelope_refusal
 from ._chunking import ChunkingStream
-from ._delivery import CHALLENGERS, AnyCredentials, Delivery, Realm
+from ._core import ServerCore, SessionSettings
+from ._delivery import CHALLENGERS, AnyCredentials, Delivery, MalformedResponse, Realm
 from ._received import Envelope, ReceivedMessage
 from ._script import Fault
-
-if TYPE_CHECKING:
-    from ._server import SMTPTestServer
 
 __all__ = ["Session", "SessionFactory"]
 
@@ -34,28 +32,32 @@ _queue_ids = itertools.count(1)
 
 
 class Session(smtp.ESMTP):
-    """One connection to the test server."""
+    """One connection to the test server: everything it needs from the server is
+    ``core`` (the fault script, the record of what was received) and the settings
+    the core gave it when the connection opened."""
 
     MAX_LENGTH = 1024 * 1024
     transport: Any
 
-    def __init__(self, server: SMTPTestServer) -> None:
+    def __init__(self, core: ServerCore) -> None:
+        settings = core.settings()
         challengers = {
-            name.encode(): functools.partial(CramMD5Credentials, server.hostname.encode("idna"))
+            name.encode(): functools.partial(CramMD5Credentials, settings.hostname.encode("idna"))
             if name == "CRAM-MD5" else CHALLENGERS[name]
-            for name in server.auth_mechanisms
-        } if server.users or server.accept_any_credentials else {}
-        super().__init__(challengers, server._server_tls_options if server.tls == "starttls" else None)
-        self.server = server
+            for name in settings.auth_mechanisms
+        } if settings.offers_auth else {}
+        super().__init__(challengers, settings.tls_creator if settings.tls == "starttls" else None)
+        self.core = core
+        self.settings: SessionSettings = settings
         self._commands: list[bytes] = []
-        self.host = server.hostname.encode("idna")
+        self.host = settings.hostname.encode("idna")
         self.timeout = 30
         self._delivery = Delivery(self)
         self.delivery = self._delivery
-        if server.users or server.accept_any_credentials:
-            checker: Any = AnyCredentials() if server.accept_any_credentials else \
+        if settings.offers_auth:
+            checker: Any = AnyCredentials() if settings.accept_any_credentials else \
                 checkers.InMemoryUsernamePasswordDatabaseDontUse(
-                    **{user: password.encode() for user, password in server.users.items()}
+                    **{user: password.encode() for user, password in settings.users.items()}
                 )
             realm: Any = Realm(self._delivery)
             self.portal = portal.Portal(realm, [checker])  # type: ignore[assignment]
@@ -70,7 +72,7 @@ class Session(smtp.ESMTP):
 
     @property
     def secure(self) -> bool:
-        return self.server.tls == "implicit" or self.startedTLS
+        return self.settings.tls == "implicit" or self.startedTLS
 
     def _fault(self, stage: str) -> bool:
         """Apply a scripted fault for ``stage``; True when it replaced the normal handling."""
@@ -82,7 +84,7 @@ class Session(smtp.ESMTP):
     # What ChunkingStream asks of the session (see ChunkingSession there).
 
     def take_fault(self, stage: str) -> Fault | None:
-        return self.server._script.take(stage)
+        return self.core.script.take(stage)
 
     def enact(self, fault: Fault) -> None:
         if fault.kind == "fail":
@@ -96,7 +98,7 @@ class Session(smtp.ESMTP):
         return not self._stalled and not self.transport.disconnecting
 
     def size_limit(self) -> int:
-        return self.server._size_limit()
+        return self.settings.size_limit()
 
     def envelope(self) -> Envelope | None:
         if self._from is None or not self._to:
@@ -110,15 +112,20 @@ class Session(smtp.ESMTP):
 
     # -- connection --------------------------------------------------------------------------
 
+    def abort(self) -> None:
+        """Close the connection at once (the server is stopping)."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def connectionMade(self) -> None:  # noqa: N802
-        self.server._connection_opened(self, self._commands)
+        self._commands = self.core.opened(self)
         if not self._fault("greeting"):
             super().connectionMade()
         elif not self._stalled:
             self.transport.loseConnection()  # a server that refuses to greet hangs up
 
     def connectionLost(self, reason: Any = protocol.connectionDone) -> None:  # noqa: N802
-        self.server._connection_closed(self)
+        self.core.closed(self)
         if self.mode is smtp.DATA:
             self.mode = smtp.COMMAND
         super().connectionLost(reason)
@@ -137,7 +144,7 @@ class Session(smtp.ESMTP):
             return None
         if self._data_lines is not None:
             return self._data_line(line)
-        self.server._record_command(self._commands, line)
+        self.core.record(self._commands, line)
         if self.mode == smtp.COMMAND:
             verb = line.split(b" ", 1)[0].upper()
             stage = _VERB_STAGES.get(verb)
@@ -147,18 +154,19 @@ class Session(smtp.ESMTP):
 
     def extensions(self) -> dict[bytes, Any]:
         extensions: dict[bytes, Any] = {}
-        if self.challengers and (self.secure or not self.server.auth_requires_tls) and not self.authenticated:
+        offered = self.secure or not self.settings.auth_requires_tls
+        if self.challengers and offered and not self.authenticated:
             extensions[b"AUTH"] = list(self.challengers)
         if self.canStartTLS and not self.startedTLS:
             extensions[b"STARTTLS"] = None
         extensions[b"ENHANCEDSTATUSCODES"] = None
-        for keyword in self.server.extensions:
+        for keyword in self.settings.extensions:
             name, _, value = keyword.partition(" ")
             extensions[name.upper().encode()] = [value.encode()] if value else None
         return extensions
 
     def do_EHLO(self, rest: bytes) -> None:  # noqa: N802
-        if not self.server.ehlo:
+        if not self.settings.ehlo:
             self.sendCode(502, b"5.5.1 EHLO not implemented")
             return
         super().do_EHLO(rest)
@@ -179,11 +187,11 @@ class Session(smtp.ESMTP):
         if self.startedTLS or not self.canStartTLS:
             self.sendCode(454 if not self.startedTLS else 503, b"4.7.0 TLS not available")
             return
-        if self.server._script.take("tls-handshake") is not None:
+        if self.core.script.take("tls-handshake") is not None:
             self.sendCode(220, b"2.0.0 Ready to start TLS")
             self._stalled = True
             return
-        injection = self.server._script.injection
+        injection = self.core.script.injection
         # One write, so the injected bytes arrive with the reply, as in CVE-2011-0411.
         self.transport.write(b"220 2.0.0 Ready to start TLS\r\n" + injection)
         self.transport.startTLS(self.ctx)
@@ -193,17 +201,25 @@ class Session(smtp.ESMTP):
         self._to = []
 
     def ext_AUTH(self, rest: bytes) -> None:  # noqa: N802
-        if self.server.auth_requires_tls and not self.secure:
+        if self.settings.auth_requires_tls and not self.secure:
             self.sendCode(538, b"5.7.11 Encryption required for requested authentication mechanism")
             return
         mechanism = rest.split(None, 1)[0].upper() if rest.strip() else b""
-        if self.server._script.malformed_challenge and mechanism in (b"LOGIN", b"CRAM-MD5") \
+        if self.core.script.malformed_challenge and mechanism in (b"LOGIN", b"CRAM-MD5") \
                 and mechanism in self.challengers and not self.authenticated:
             self.challenger = self.challengers[mechanism]()
             self.mode = smtp.AUTH
             self.sendCode(334, b"=not*base64=")
             return
         super().ext_AUTH(rest)
+
+    def state_AUTH(self, response: bytes | None) -> None:  # noqa: N802
+        try:
+            super().state_AUTH(response)
+        except MalformedResponse:
+            self.challenger = None
+            self.mode = smtp.COMMAND
+            self.sendCode(501, b"5.5.2 Malformed authentication response")
 
     def _cbAuthenticated(self, login_info: Any) -> Any:  # noqa: N802
         username = getattr(self.challenger, "username", None)
@@ -221,7 +237,7 @@ class Session(smtp.ESMTP):
             return
         options = match.group("opts") if match else None
         self._mail_options = tuple(o.decode("utf-8", "replace") for o in (options or b"").split())
-        limit = self.server._size_limit()
+        limit = self.settings.size_limit()
         for option in self._mail_options:
             name, _, value = option.partition("=")
             if name.upper() == "SIZE" and limit and value.isdigit() and int(value) > limit:
@@ -268,7 +284,7 @@ class Session(smtp.ESMTP):
             self._data_lines = []
 
     def ext_BDAT(self, rest: bytes) -> None:  # noqa: N802
-        if not self.server._announces("CHUNKING"):
+        if not self.settings.announces("CHUNKING"):
             self.do_UNKNOWN(rest)  # as before CHUNKING existed: the chunk is read as commands
             return
         self._stream.command(rest)
@@ -320,7 +336,7 @@ class Session(smtp.ESMTP):
         if fault is not None and fault.kind == "fail":
             self.sendCode(fault.code, fault.text.encode())
             return
-        self.server._deliver(received)
+        self.core.deliver(received)
         if fault is None:
             self.sendCode(250, b"2.0.0 Ok: queued as T%d" % next(_queue_ids))
         elif fault.kind == "drop":
@@ -330,12 +346,14 @@ class Session(smtp.ESMTP):
 
 
 class SessionFactory(protocol.ServerFactory):
+    """A :class:`Session` for each connection, all sharing one :class:`ServerCore`."""
+
     noisy = False
 
-    def __init__(self, server: SMTPTestServer) -> None:
-        self._server = server
+    def __init__(self, core: ServerCore) -> None:
+        self._core = core
 
     def buildProtocol(self, addr: Any) -> Session:  # noqa: N802
-        session = Session(self._server)
+        session = Session(self._core)
         session.factory = self
         return session
