@@ -13,8 +13,10 @@ MIME structure Flask-Mail gives them; failures raise syncsmtp's typed
 exceptions.
 """
 
+from ._attachment import Attachment
 from ._extension import Connection, Mail, MailState, record_messages
-from ._message import Attachment, BadHeaderError, Message
+from ._headers import BadHeaderError
+from ._message import Message
 from ._signals import email_dispatched, signals
 
 __all__ = [

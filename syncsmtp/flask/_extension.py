@@ -15,8 +15,9 @@ from flask import Flask, current_app
 from ..mailer import Mailer
 from ..message import prepare_message
 from ..result import SendResult
+from ._addresses import AddressInput, sender_text
 from ._config import read_settings
-from ._message import AddressInput, Message, sender_text
+from ._message import Message
 from ._signals import email_dispatched
 
 __all__ = ["Connection", "Mail", "MailState", "record_messages"]
