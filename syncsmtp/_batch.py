@@ -1,9 +1,10 @@
 """Feeding many messages to a SessionPool (reactor side: runs in the reactor thread).
 
 Messages arrive while the caller is still preparing the rest, and a window
-of them is kept in flight (enough to keep every connection busy), so each
-message's deadline starts when it is about to be sent, not when the batch
-began. A transient failure (4xx, lost connection, time-out) that
+of them is kept in flight: two per connection, or, once the server is known
+to offer PIPELINING, as many as the connections can have under way
+(MAX_IN_FLIGHT back to back on each). So each message's deadline starts
+when it is about to be sent, not when the batch began. A transient failure (4xx, lost connection, time-out) that
 cannot have delivered the message is retried after a capped, doubling delay.
 """
 
@@ -17,6 +18,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from ._engine import Progress
+from ._engine.base import MAX_IN_FLIGHT
 from ._pool import SessionPool
 from .errors import SMTPError
 from .message import Envelope
@@ -37,7 +39,7 @@ class Batch:
         pool: SessionPool,
         *,
         timeout: float,
-        window: int,
+        connections: int,
         rate: float | None,
         retries: int,
         backoff: float,
@@ -48,7 +50,7 @@ class Batch:
         self._pool = pool
         self._items: deque[tuple[int, Envelope]] = deque()
         self._timeout = timeout
-        self._window = window
+        self._connections = connections
         self._interval = 1.0 / rate if rate else 0.0
         self._next_start = 0.0
         self._retries = retries
@@ -74,7 +76,8 @@ class Batch:
             return
         self._filling = True
         try:
-            while self._items and len(self._in_flight) + len(self._delayed) < self._window:
+            window = self._connections * (MAX_IN_FLIGHT if self._pool.pipelines else 2)
+            while self._items and len(self._in_flight) + len(self._delayed) < window:
                 index, envelope = self._items.popleft()
                 self._schedule(index, envelope, attempt=0, delay=0.0)
         finally:

@@ -297,6 +297,13 @@ class SessionPool:
         return defer.DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
 
     @property
+    def pipelines(self) -> bool:
+        """Whether a set-up session here offers PIPELINING, so that messages
+        can go back to back on one connection (see ``can_take``)."""
+        return any(session.ready.called and b"PIPELINING" in session.capabilities
+                   for session in self._sessions)
+
+    @property
     def counts(self) -> dict[str, int]:
         """How many sessions are idle, busy and connecting (for tests and diagnostics)."""
         return {"idle": len(self._idle), "busy": len(self._busy), "connecting": self._connecting,

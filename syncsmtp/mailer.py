@@ -92,11 +92,11 @@ def _pool_close(reactor: Any, pool: SessionPool) -> Any:
     return pool.close()
 
 
-def _start_batch(reactor: Any, pool: SessionPool, timeout: float, window: int, rate: Any,
+def _start_batch(reactor: Any, pool: SessionPool, timeout: float, connections: int, rate: Any,
                  retries: int, backoff: float, backoff_cap: float, report: Any) -> Batch:
     from ._batch import Batch
 
-    return Batch(reactor, pool, timeout=timeout, window=window, rate=rate, retries=retries,
+    return Batch(reactor, pool, timeout=timeout, connections=connections, rate=rate, retries=retries,
                  backoff=backoff, backoff_cap=backoff_cap, report=report)
 
 
@@ -238,7 +238,7 @@ class Mailer:
         results: list[SendResult | Exception | None] = []
         outcomes = Outcomes(results)
         batch = _reactor.run(
-            _start_batch, pool, deadline, self.connections * 2, rate, retries, backoff, _BACKOFF_CAP,
+            _start_batch, pool, deadline, self.connections, rate, retries, backoff, _BACKOFF_CAP,
             outcomes.put, timeout=30,
         )
         # Each message ends within its deadline; a whole backoff may come before a retry.

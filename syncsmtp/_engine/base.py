@@ -28,7 +28,7 @@ __all__ = ["ANY_CODE", "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "QUIT_GRACE_SECON
 QUIT_GRACE_SECONDS = 5.0
 #: How many messages may be under way on one connection at once (PIPELINING),
 #: and how many bytes of their content.
-MAX_IN_FLIGHT = 8
+MAX_IN_FLIGHT = 16
 MAX_IN_FLIGHT_BYTES = 1024 * 1024
 # Reply codes a set-up step accepts; Twisted's client tests membership with "in".
 ANY_CODE: Any = range(0, 1000)
