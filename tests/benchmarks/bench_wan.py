@@ -383,8 +383,11 @@ def warm_up(clients: Sequence[str], targets: Sequence[Target]) -> None:
 
 
 def run_rtt(rtt: float, count: int, clients: Sequence[str], plain: Target, secure: Target | None,
-            skipped: dict[Scenario, str]) -> list[tuple[Scenario, dict[str, Cell]]]:
+            skipped: dict[Scenario, str], spread: int | None = None
+            ) -> list[tuple[Scenario, dict[str, Cell]]]:
     counts = counts_at(rtt, count)
+    if spread is not None:
+        counts.update({scenario: spread for scenario in SCENARIOS if scenario.key == "spread"})
     rows: list[tuple[Scenario, dict[str, Cell]]] = []
     with contextlib.ExitStack() as stack:
         proxies = {False: stack.enter_context(LatencyProxy(plain.port, rtt))}
@@ -408,7 +411,15 @@ def main() -> int:
                         help="messages per client in a fresh-connection row at 10 ms (default 20)")
     parser.add_argument("--clients", default=",".join(CLIENTS),
                         help="comma-separated subset of: " + ", ".join(CLIENTS))
+    parser.add_argument("--spread", type=int, default=None,
+                        help=f"messages in each row over {CONNECTIONS} connections, at every RTT "
+                             "(default: scaled from --count)")
+    parser.add_argument("--rows", default=None,
+                        help="comma-separated row numbers (1-6, as in this docstring) to run; default all")
     args = parser.parse_args()
+    rows = {int(n) for n in args.rows.split(",")} if args.rows else set(range(1, len(SCENARIOS) + 1))
+    if (args.spread is not None and args.spread < 1) or not rows <= set(range(1, len(SCENARIOS) + 1)):
+        parser.error("--spread is positive; --rows takes numbers from 1 to 6")
     rtts = [float(value) for value in args.rtt.split(",") if value.strip()]
     clients = [name.strip() for name in args.clients.split(",") if name.strip()]
     if any(name not in CLIENTS for name in clients) or not rtts or min(rtts) <= 0 or args.count < 1:
@@ -434,15 +445,19 @@ def main() -> int:
             plain = Target(sink.host, sink.port, "sink@example.com")
             postfix, secure, reason = start_postfix(folder)
             print(f"smtp-sink on 127.0.0.1:{sink.port} offers: {ehlo_keywords(plain)}")
-            skipped: dict[Scenario, str] = {}
+            skipped: dict[Scenario, str] = {
+                scenario: "not asked for (--rows)"
+                for number, scenario in enumerate(SCENARIOS, 1) if number not in rows
+            }
             if secure is not None:
                 print(f"Postfix on 127.0.0.1:{secure.port} offers after STARTTLS: {ehlo_keywords(secure)}")
             else:
-                skipped = {scenario: reason for scenario in SCENARIOS if scenario.secure}
+                skipped.update({scenario: reason for scenario in SCENARIOS if scenario.secure})
                 print(f"Postfix rows skipped: {reason}")
             warm_up(clients, [plain] + ([secure] if secure is not None else []))
             for rtt in rtts:
-                print_table(rtt, clients, run_rtt(rtt, args.count, clients, plain, secure, skipped), skipped)
+                rows_measured = run_rtt(rtt, args.count, clients, plain, secure, skipped, args.spread)
+                print_table(rtt, clients, rows_measured, skipped)
                 sys.stdout.flush()
     finally:
         if postfix is not None:
