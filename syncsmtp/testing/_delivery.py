@@ -10,6 +10,7 @@ Only Twisted's public API: credentials from ``twisted.cred`` and
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred import checkers, credentials, portal
@@ -18,10 +19,13 @@ from twisted.mail import smtp
 from twisted.mail.interfaces import IChallengeResponse
 from zope.interface import implementer
 
+from ._core import SessionSettings
+
 if TYPE_CHECKING:
     from ._session import Session
 
-__all__ = ["CHALLENGERS", "AnyCredentials", "Delivery", "MalformedResponse", "PlainCredentials", "Realm"]
+__all__ = ["CHALLENGERS", "AnyCredentials", "Delivery", "MalformedResponse", "PlainCredentials", "Realm",
+           "auth_portal", "challengers"]
 
 
 class MalformedResponse(ValueError):
@@ -111,3 +115,26 @@ class Realm:
 
     def requestAvatar(self, avatar_id: Any, mind: Any, *interfaces: Any) -> Any:  # noqa: N802
         return smtp.IMessageDelivery, self._delivery, lambda: None
+
+
+def challengers(settings: SessionSettings) -> dict[bytes, Any]:
+    """The AUTH mechanisms a session offers, each with the credentials class that reads it
+    (none when the server has no users and takes no credentials at all)."""
+    if not settings.offers_auth:
+        return {}
+    cram_md5 = functools.partial(credentials.CramMD5Credentials, settings.hostname.encode("idna"))
+    return {
+        name.encode(): cram_md5 if name == "CRAM-MD5" else CHALLENGERS[name]
+        for name in settings.auth_mechanisms
+    }
+
+
+def auth_portal(settings: SessionSettings, delivery: Delivery) -> portal.Portal:
+    """Where a session's AUTH is checked: the server's users, or anyone with
+    ``accept_any_credentials``; a success logs in to ``delivery``."""
+    checker: Any = AnyCredentials() if settings.accept_any_credentials else \
+        checkers.InMemoryUsernamePasswordDatabaseDontUse(
+            **{user: password.encode() for user, password in settings.users.items()}
+        )
+    realm: Any = Realm(delivery)  # (mypy does not see zope's @implementer)
+    return portal.Portal(realm, [checker])

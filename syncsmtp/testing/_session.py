@@ -5,22 +5,20 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from typing import Any
 
-from twisted.cred import checkers, portal
-from twisted.cred.credentials import CramMD5Credentials
 from twisted.internet import protocol
 from twisted.mail import smtp
 
 from ._addresses import envelope_refusal
 from ._chunking import ChunkingStream
 from ._core import ServerCore, SessionSettings
-from ._delivery import CHALLENGERS, AnyCredentials, Delivery, MalformedResponse, Realm
+from ._delivery import Delivery, MalformedResponse, auth_portal, challengers
 from ._received import Envelope, ReceivedMessage
 from ._script import Fault
+from ._tls import client_certificate_name
 
 __all__ = ["Session", "SessionFactory"]
 
@@ -41,12 +39,7 @@ class Session(smtp.ESMTP):
 
     def __init__(self, core: ServerCore) -> None:
         settings = core.settings()
-        challengers = {
-            name.encode(): functools.partial(CramMD5Credentials, settings.hostname.encode("idna"))
-            if name == "CRAM-MD5" else CHALLENGERS[name]
-            for name in settings.auth_mechanisms
-        } if settings.offers_auth else {}
-        super().__init__(challengers, settings.tls_creator if settings.tls == "starttls" else None)
+        super().__init__(challengers(settings), settings.tls_creator if settings.tls == "starttls" else None)
         self.core = core
         self.settings: SessionSettings = settings
         self._commands: list[bytes] = []
@@ -55,12 +48,7 @@ class Session(smtp.ESMTP):
         self._delivery = Delivery(self)
         self.delivery = self._delivery
         if settings.offers_auth:
-            checker: Any = AnyCredentials() if settings.accept_any_credentials else \
-                checkers.InMemoryUsernamePasswordDatabaseDontUse(
-                    **{user: password.encode() for user, password in settings.users.items()}
-                )
-            realm: Any = Realm(self._delivery)
-            self.portal = portal.Portal(realm, [checker])  # type: ignore[assignment]
+            self.portal = auth_portal(settings, self._delivery)  # type: ignore[assignment]
         self._stalled = False
         self._data_lines: list[bytes] | None = None
         self._mail_options: tuple[str, ...] = ()
@@ -289,17 +277,6 @@ class Session(smtp.ESMTP):
             return
         self._stream.command(rest)
 
-    def _client_certificate(self) -> str | None:
-        """The common name of the certificate the client presented, if any."""
-        get_peer_certificate = getattr(self.transport, "getPeerCertificate", None)
-        certificate = get_peer_certificate() if self.secure and get_peer_certificate else None
-        if certificate is None:
-            return None
-        from cryptography.x509.oid import NameOID
-
-        names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        return str(names[0].value) if names else None
-
     def _data_line(self, line: bytes) -> None:
         assert self._data_lines is not None
         if line != b".":
@@ -328,7 +305,7 @@ class Session(smtp.ESMTP):
             helo=(self._helo[0] or b"").decode("utf-8", "replace") if self._helo else "",
             tls=self.secure,
             auth_user=self.auth_user,
-            client_certificate=self._client_certificate(),
+            client_certificate=client_certificate_name(self.transport) if self.secure else None,
             via="DATA" if chunks is None else "BDAT",
             chunks=chunks or (),
         )

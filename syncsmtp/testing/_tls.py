@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from ._certs import TestCertificates
 
-__all__ = ["ServerTLS"]
+__all__ = ["ServerTLS", "client_certificate_name"]
 
 
 def _chain_verified(_connection: Any, _certificate: Any, _errno: int, _depth: int, ok: int) -> bool:
@@ -50,3 +50,16 @@ class ServerTLS:
         connection = SSL.Connection(self._context, None)
         connection.set_app_data(tls_protocol)
         return connection
+
+
+def client_certificate_name(transport: Any) -> str | None:
+    """The common name of the certificate the client presented on this TLS
+    transport, if it presented one."""
+    get_peer_certificate = getattr(transport, "getPeerCertificate", None)
+    certificate = get_peer_certificate() if get_peer_certificate is not None else None
+    if certificate is None:
+        return None
+    from cryptography.x509.oid import NameOID
+
+    names = certificate.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
