@@ -41,6 +41,9 @@ class SMTPTestServer(FaultScripting):
     (:attr:`client_cert_file`, :attr:`client_key_file`). Use it as a context
     manager, or call :meth:`start` and :meth:`stop`.
 
+    The options are keyword arguments only, and stay attributes of the same
+    names: each connection works with the values they have when it opens.
+
     ``host`` must be a loopback address (127.0.0.0/8, ``::1`` or
     ``localhost``; :class:`ValueError` otherwise, also from :meth:`start`):
     the server takes any mail, so listening where other hosts reach it
