@@ -4,8 +4,9 @@ Messages arrive while the caller is still preparing the rest, and a window
 of them is kept in flight: two per connection, or, once the server is known
 to offer PIPELINING, as many as the connections can have under way
 (MAX_IN_FLIGHT back to back on each). So each message's deadline starts
-when it is about to be sent, not when the batch began. A transient failure (4xx, lost connection, time-out) that
-cannot have delivered the message is retried after a capped, doubling delay.
+when it is about to be sent, not when the batch began. A transient failure
+(4xx, lost connection, time-out) that cannot have delivered the message is
+retried after a capped, doubling delay.
 """
 
 from __future__ import annotations
