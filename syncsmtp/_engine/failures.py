@@ -142,10 +142,12 @@ def ehlo_required(where: str, reply: Reply | None, needs_security: bool) -> EHLO
 
 
 def tls_required(where: str) -> TLSRequiredError:
+    # The first sentence is smtplib's, word for word: code (and Django's own
+    # tests) written against smtplib look for it.
     return TLSRequiredError(
-        f"the server at {where} does not offer STARTTLS, and the policy requires TLS; use "
-        "tls='implicit' if it expects TLS from the start (port 465), or tls='opportunistic' to "
-        "allow plaintext"
+        f"STARTTLS extension not supported by server. The server at {where} does not offer "
+        "STARTTLS, and the policy requires TLS; use tls='implicit' if it expects TLS from the "
+        "start (port 465), or tls='opportunistic' to allow plaintext"
     )
 
 
@@ -183,8 +185,12 @@ def no_plaintext_auth(where: str) -> TLSRequiredError:
 
 def auth_required(where: str, offered: set[bytes], allowed: tuple[str, ...]) -> AuthRequiredError:
     names = ", ".join(sorted(m.decode("ascii", "replace") for m in offered)) or "none"
+    # smtplib's sentences for the same two cases, word for word, come first.
+    smtplib_says = ("No suitable authentication method found." if offered
+                    else "SMTP AUTH extension not supported by server.")
     return AuthRequiredError(
-        f"the policy requires authentication, but {where} offers no mechanism syncsmtp can use "
+        f"{smtplib_says} The policy requires authentication, but {where} offers no mechanism "
+        "syncsmtp can use "
         f"(server offers: {names}; policy allows: {', '.join(allowed)}); adjust auth_mechanisms, "
         "or require_auth=False to send without authenticating"
     )
