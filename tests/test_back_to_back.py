@@ -49,6 +49,30 @@ def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFa
 
 
 @pytest.mark.parametrize("mode", list(MODES))
+def test_each_transcript_holds_its_own_message_only(smtp_server_factory: ServerFactory, mode: str) -> None:
+    server = smtp_server_factory(tls="none", extensions=MODES[mode])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(make_message(99), timeout=20)  # a connection set up first
+        server.fail("rcpt", 550, "5.1.1 no such user", times=1)
+        report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
+    assert server.connections == 1 and server.commands[0].count(b"RSET") > 0  # they overlapped
+    outcomes = [outcome for outcome in report.results]
+    refused = [error for _, error in report.failed]
+    assert len(refused) == 1
+    for n, outcome in enumerate(outcomes):
+        transcript = "\n".join(outcome.transcript)
+        mine = f"RCPT TO:<rcpt{n}@example.com>"
+        assert mine in transcript, (n, transcript)
+        others = [line for line in outcome.transcript if "RCPT TO:" in line and mine not in line]
+        assert not others, (n, transcript)
+        # One MAIL FROM, and the reply lines of this message: one reply to MAIL and one to RCPT.
+        assert sum(line.startswith("C: MAIL FROM:") for line in outcome.transcript) == 1, transcript
+    refused_transcript = refused[0].transcript
+    assert any("550" in line for line in refused_transcript)
+    assert sum(line.startswith("S: 250") for line in refused_transcript) == 1  # its MAIL only
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_a_refusal_in_the_middle_does_not_disturb_the_others(smtp_server_factory: ServerFactory,
                                                               mode: str) -> None:
     server = smtp_server_factory(tls="none", extensions=MODES[mode])

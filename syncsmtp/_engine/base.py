@@ -152,7 +152,7 @@ class SessionBase(smtp.ESMTPClient):
         if not self._reading:
             self.clearLineBuffer()  # nothing after a fatal error is read
             return None
-        self.conversation.received(line)
+        self.conversation.received(line, self._queue.answering if self._queue is not None else None)
         where = self.policy.address
         if not _replies.is_reply_line(line) or (self._reply_code and line[:3] != self._reply_code):
             # RFC 5321 4.2.1: every line of a reply has the same code.
@@ -200,7 +200,8 @@ class SessionBase(smtp.ESMTPClient):
             outcome.maybe_delivered = True
         outcome.host = outcome.host or self.policy.host
         outcome.stage = outcome.stage or (tx.progress.stage if tx is not None else self.stage)
-        outcome.transcript = self.conversation.lines(tx.transcript_from if tx is not None else 0)
+        outcome.transcript = (self.conversation.lines(tx.transcript_from, tx) if tx is not None
+                              else self.conversation.lines())
 
     @staticmethod
     def _fire(target: defer.Deferred[Any], outcome: Any) -> bool:

@@ -46,6 +46,8 @@ class CommandQueue:
     def __init__(self, session: Session) -> None:
         self._session = session
         self._expected: deque[Handler] = deque()
+        # The message each expected reply belongs to (None: the session's own).
+        self._owners: deque[object | None] = deque()
         self._producer: DataProducer | None = None
         #: Set after a failed transaction: the next one starts with RSET.
         self.needs_rset = False
@@ -58,12 +60,26 @@ class CommandQueue:
         """Hand a reply to the command it answers; False when none was waiting."""
         if not self._expected:
             return False
+        self._owners.popleft()
         self._expected.popleft()(code, text)
         return True
 
-    def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"") -> None:
+    def _expect(self, handler: Handler, owner: object | None) -> None:
+        """One more reply to wait for, to a command already written."""
+        self._expected.append(handler)
+        self._owners.append(owner)
+
+    @property
+    def answering(self) -> object | None:
+        """The message the next reply belongs to (None: the session's own)."""
+        return self._owners[0] if self._owners else None
+
+    def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"",
+              owner: object | None = None) -> None:
         """Write commands in one write, their replies expected in order; ``secret``
-        (an AUTH command) goes first and is redacted in the transcript."""
+        (an AUTH command) goes first and is redacted in the transcript. The
+        commands and their replies belong to ``owner``'s transcript; AUTH's to
+        the session's."""
         conversation = self._session.conversation
         if secret:
             conversation.redacting = True
@@ -71,13 +87,16 @@ class CommandQueue:
             conversation.redacting = False
             lines = [secret, *lines]
         for line in lines[1 if secret else 0:]:
-            conversation.sent(line)
+            conversation.sent(line, owner)
         self._expected.extend(handlers)
+        self._owners.extend([None] if secret else [])
+        self._owners.extend([owner] * (len(handlers) - (1 if secret else 0)))
         self._session.write(b"\r\n".join(lines) + b"\r\n")
 
     def stop(self) -> None:
         """The connection is gone: nothing more is written."""
         self._expected.clear()
+        self._owners.clear()
         if self._producer is not None:
             self._producer.stopProducing()
             self._producer = None
@@ -86,5 +105,6 @@ class CommandQueue:
         """Send QUIT (unless it went with the message); ``closed`` gets its reply."""
         if self.quit_sent:
             self._expected.append(closed)
+            self._owners.append(None)
         else:
             self._send([b"QUIT"], [closed])

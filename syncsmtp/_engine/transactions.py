@@ -110,7 +110,7 @@ class Transactions(CommandQueue):
             assert auth is None
             if rset:
                 self._send(rset, [lambda code, text: self._lock_step(tx, mail, rcpts)
-                                  if 200 <= code < 300 else self._on_rset(tx, code, text)])
+                                  if 200 <= code < 300 else self._on_rset(tx, code, text)], owner=tx)
             else:
                 self._lock_step(tx, mail, rcpts)
             return
@@ -130,14 +130,14 @@ class Transactions(CommandQueue):
             # BDAT may follow at once (after AUTH's 235, when AUTH is in this
             # write): the server reads the chunk whatever it thought of MAIL and
             # RCPT, and refuses it when nothing is to be delivered.
-            self._send([*rset, mail, *rcpts], handlers, secret=secret)
+            self._send([*rset, mail, *rcpts], handlers, secret=secret, owner=tx)
             tx.stage("rcpt")
             if auth is None:
                 self._write_content(tx)
         else:
             self._send([*rset, mail, *rcpts, b"DATA"],
                        [*handlers, lambda code, text: self._on_data_pipelined(tx, code, text)],
-                       secret=secret)
+                       secret=secret, owner=tx)
             tx.stage("rcpt")
 
     @property
@@ -157,7 +157,7 @@ class Transactions(CommandQueue):
         def next_rcpt() -> None:
             if pending:
                 address, line = pending.popleft()
-                self._send([line], [self._on_rcpt_handler(tx, address, next_rcpt)])
+                self._send([line], [self._on_rcpt_handler(tx, address, next_rcpt)], owner=tx)
                 return
             if not tx.accepted:
                 self._over(tx, failures.recipients_refused(self._session.policy.address, tx.refused))
@@ -166,13 +166,13 @@ class Transactions(CommandQueue):
                 self._write_content(tx)
                 return
             tx.stage("data")
-            self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)])
+            self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)], owner=tx)
 
         def after_mail() -> None:
             tx.stage("rcpt")
             next_rcpt()
 
-        self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)])
+        self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)], owner=tx)
 
     def _on_mail(self, tx: Transaction, code: int, text: bytes, then: Callable[[], None] | None) -> None:
         tx.mail_reply = (code, text)  # parsed only when it is a refusal
@@ -219,7 +219,7 @@ class Transactions(CommandQueue):
             self._on_data(tx, code, text)
         elif code == 354:
             # DATA was taken with nothing to deliver: end it empty (RFC 2920 section 3.1).
-            self._send([b"."], [lambda _code, _text: self._over(tx, error)])
+            self._send([b"."], [lambda _code, _text: self._over(tx, error)], owner=tx)
         else:
             self._over(tx, error)
 
@@ -243,7 +243,7 @@ class Transactions(CommandQueue):
         session = self._session
         tx.stage("message")
         how = b" in BDAT chunks" if self._chunking else b""
-        session.conversation.note(b"C: <%d bytes of message data%s>" % (tx.envelope.size, how))
+        session.conversation.note(b"C: <%d bytes of message data%s>" % (tx.envelope.size, how), tx)
         trailer = b""
         chunks: Iterator[bytes]
         if tx.quit_after and b"PIPELINING" in session.capabilities:
@@ -253,10 +253,10 @@ class Transactions(CommandQueue):
             chunks = iter_bdat(tx.envelope.parts, trailer=trailer)
 
             def writing(last: bool) -> None:
-                self._expected.append(lambda code, text: self._on_chunk(tx, code, text, last))
+                self._expect(lambda code, text: self._on_chunk(tx, code, text, last), tx)
         else:
             chunks = iter_encoded(tx.envelope.parts, trailer=trailer)
-            self._expected.append(lambda code, text: self._on_final(tx, code, text))
+            self._expect(lambda code, text: self._on_final(tx, code, text), tx)
 
             def writing(last: bool) -> None:
                 pass
@@ -277,7 +277,7 @@ class Transactions(CommandQueue):
     def _content_written(self, tx: Transaction) -> None:
         self._producer = None
         if not self._chunking:
-            self._session.conversation.note(b"C: .")
+            self._session.conversation.note(b"C: .", tx)
         if self.quit_sent:
             self._session.conversation.note(b"C: QUIT")
         tx.stage("end-of-data")
@@ -310,7 +310,7 @@ class Transactions(CommandQueue):
                 auth_mechanism=session.authenticated_with,
                 host=session.policy.host,
                 port=session.policy.effective_port,
-                transcript=session.conversation.lines(tx.transcript_from),
+                transcript=session.conversation.lines(tx.transcript_from, tx),
             )
             session.transaction_over(tx, result, fatal=False)
         elif _replies.is_refusal(code):

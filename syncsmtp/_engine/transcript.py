@@ -12,32 +12,39 @@ TRANSCRIPT_LIMIT = 2000
 class Transcript:
     """What was said on one session. Positions (:meth:`mark`) let each message
     under way take the lines from its own start; lines no message needs any
-    more are dropped (:meth:`forget_before`)."""
+    more are dropped (:meth:`forget_before`).
 
-    __slots__ = ("_base", "_lines", "redacting")
+    Each line may belong to one message (its ``owner``): with messages back
+    to back, one message's commands and replies fall between another's, and
+    a message's transcript shows only the session's own lines and its own,
+    never another message's addresses."""
+
+    __slots__ = ("_base", "_lines", "_owners", "redacting")
 
     def __init__(self) -> None:
         self._lines: list[bytes] = []
+        self._owners: list[object | None] = []
         self._base = 0  # the position of _lines[0]
         #: True during AUTH: lines the client sends are hidden.
         self.redacting = False
 
-    def note(self, line: bytes) -> None:
+    def note(self, line: bytes, owner: object | None = None) -> None:
         if len(self._lines) < TRANSCRIPT_LIMIT:
             self._lines.append(line)
+            self._owners.append(owner)
 
-    def sent(self, line: bytes) -> None:
+    def sent(self, line: bytes, owner: object | None = None) -> None:
         """A command the client wrote (redacted during AUTH)."""
         if not self.redacting:
-            self.note(b"C: " + line)
+            self.note(b"C: " + line, owner)
         elif line.startswith(b"AUTH "):
             words = line.split(b" ")
-            self.note(b"C: " + b" ".join(words[:2]) + (b" <redacted>" if len(words) > 2 else b""))
+            self.note(b"C: " + b" ".join(words[:2]) + (b" <redacted>" if len(words) > 2 else b""), owner)
         else:
-            self.note(b"C: <redacted>")
+            self.note(b"C: <redacted>", owner)
 
-    def received(self, line: bytes) -> None:
-        self.note(b"S: " + line)
+    def received(self, line: bytes, owner: object | None = None) -> None:
+        self.note(b"S: " + line, owner)
 
     def mark(self) -> int:
         """The position of the next line."""
@@ -48,8 +55,15 @@ class Transcript:
         drop = min(max(position - self._base, 0), len(self._lines))
         if drop:
             del self._lines[:drop]
+            del self._owners[:drop]
             self._base += drop
 
-    def lines(self, since: int = 0) -> tuple[str, ...]:
+    def lines(self, since: int = 0, owner: object | None = None) -> tuple[str, ...]:
+        """The lines from position ``since``; for an ``owner``, only the
+        session's own lines (owned by nobody) and that owner's."""
         start = max(since - self._base, 0)
-        return tuple(line.decode("utf-8", "replace") for line in self._lines[start:])
+        return tuple(
+            line.decode("utf-8", "replace")
+            for line, belongs_to in zip(self._lines[start:], self._owners[start:], strict=True)
+            if owner is None or belongs_to is None or belongs_to is owner
+        )
