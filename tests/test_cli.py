@@ -308,7 +308,8 @@ def test_exit_4_starttls_required_but_not_offered(smtp_server_factory: ServerFac
     server = smtp_server_factory(tls="none")
     send = cli("send", "--host", "127.0.0.1", "--port", str(server.port), *message_args())
     assert send.returncode == ExitCode.TLS == 4
-    assert "error: TLSRequiredError: the server at 127.0.0.1" in send.stderr
+    assert "error: TLSRequiredError: STARTTLS extension not supported by server. The server at 127.0.0.1" \
+        in send.stderr
     assert "hint: --tls implicit" in send.stderr
     check = cli("check", "--host", "127.0.0.1", "--port", str(server.port), "--color", "never")
     assert check.returncode == 4
