@@ -570,6 +570,18 @@ def test_a_folded_subject_is_allowed(smtp_server_factory: ServerFactory, make_ap
     assert subjects(server.wait_for(1)) == ["Hello world"]
 
 
+def test_a_local_part_alone_is_sent_as_smtplib_sends_it(smtp_server_factory: ServerFactory,
+                                                        make_app: AppFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    app = make_app(server)
+    with app.app_context():
+        app.extensions["mail"].send(Message("no domain", sender="app", recipients=["root"]))
+    received = server.wait_for(1)[0]
+    assert received.sender == "app@localhost" and received.recipients == ("root@localhost",)
+    assert b"RCPT TO:<root>" in server.commands[0]
+    assert received.message["To"] == "root"
+
+
 def test_messages_that_cannot_be_sent(make_app: AppFactory) -> None:
     app = make_app(TESTING=True)
     mail = Mail(app)
@@ -582,7 +594,7 @@ def test_messages_that_cannot_be_sent(make_app: AppFactory) -> None:
             mail.send(Message("charset", recipients=["bob@example.com"], charset="no-such-charset"))
         assert mail.send(Message("utf8", recipients=["bob@example.com"], mail_options=["SMTPUTF8"])) is None
         with pytest.raises(syncsmtp.MessageError, match="not an email address"):
-            mail.send(Message("no domain", recipients=["root"]))
+            mail.send(Message("no address", recipients=["Root <>"]))
     with pytest.warns(DeprecationWarning):
         assert Message("a\nb").is_bad_headers()
 

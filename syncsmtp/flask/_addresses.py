@@ -51,6 +51,11 @@ def address_header(value: AddressInput) -> Address:
     try:
         if not address:
             raise ValueError("no address")
+        if "@" not in address:
+            # A local part alone, as smtplib (and so Flask-Mail) sends it: a
+            # local relay adds its own domain. The envelope check refuses
+            # what is unsafe in it.
+            return Address(display_name=name, username=address, domain="")
         return Address(display_name=name, addr_spec=address)
     except (ValueError, email.errors.MessageError) as error:
         raise MessageError(f"{address or name!r} is not an email address ({error})") from None
