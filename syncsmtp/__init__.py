@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._send_many import Outgoing
 from .client import DEFAULT_TIMEOUT, check, send
+from .dkim import DKIM
 from .errors import (
     AuthDeclinedError,
     AuthError,
@@ -48,6 +49,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_TIMEOUT",
+    "DKIM",
     "SUPPORTED_AUTH_MECHANISMS",
     "AuthDeclinedError",
     "AuthError",

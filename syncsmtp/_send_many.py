@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sized
 from typing import Any, NamedTuple, cast
 
 from . import _messages, _reactor
+from .dkim import DKIM
 from .errors import MessageError
 from .message import Envelope, MessageInput, prepare_message
 from .result import SendResult
@@ -49,16 +50,17 @@ def check_messages(messages: object) -> Iterable[Any]:
     return messages
 
 
-def prepare_item(item: object) -> Envelope:
-    """The envelope of one item of ``send_many``'s input; MessageError when it is unusable."""
+def prepare_item(item: object, dkim: DKIM | None = None) -> Envelope:
+    """The envelope of one item of ``send_many``'s input, signed with ``dkim``
+    when given; MessageError when it is unusable."""
     if isinstance(item, tuple):
         if len(item) != 3:
             raise MessageError(_messages.batch_item(item))
         message, sender, recipients = item
-        return prepare_message(message, sender=sender, recipients=recipients)
+        return prepare_message(message, sender=sender, recipients=recipients, dkim=dkim)
     if not isinstance(item, _MESSAGE_TYPES):
         raise MessageError(_messages.batch_item(item))
-    return prepare_message(cast(MessageInput, item))  # bytearray and memoryview are taken too
+    return prepare_message(cast(MessageInput, item), dkim=dkim)  # bytearray and memoryview are taken too
 
 
 def _set_target(reactor: Any, outcomes: Outcomes, target: int) -> None:

@@ -72,7 +72,7 @@ def send(
     """
     check_policy(policy, "send()")
     deadline = check_timeout(timeout, "timeout", "send()")
-    envelope = prepare_message(message, sender=sender, recipients=recipients)
+    envelope = prepare_message(message, sender=sender, recipients=recipients, dkim=policy.dkim)
 
     _reactor.check_caller()
     from ._engine import Progress, deliver

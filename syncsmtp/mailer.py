@@ -178,7 +178,7 @@ class Mailer:
         otherwise (same arguments, result and errors). ``timeout`` includes any
         wait for a free connection."""
         deadline = check_timeout(timeout, "timeout", "Mailer.send()")
-        envelope = prepare_message(message, sender=sender, recipients=recipients)
+        envelope = prepare_message(message, sender=sender, recipients=recipients, dkim=self.policy.dkim)
         _reactor.check_caller()
         pool = self._current_pool()
         from ._engine import Progress
@@ -252,7 +252,7 @@ class Mailer:
             for message in remaining:
                 # Prepared while the reactor sends the ones before.
                 try:
-                    chunk.append((len(results), prepare_item(message)))
+                    chunk.append((len(results), prepare_item(message, self.policy.dkim)))
                     results.append(None)
                 except MessageError as error:
                     results.append(error)

@@ -14,12 +14,15 @@ import email.utils
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from ._serialize import Part, serialize
-from ._wire import encoded_size
+from ._wire import encoded_size, iter_encoded
 from .errors import MessageError
+
+if TYPE_CHECKING:
+    from .dkim import DKIM
 
 __all__ = ["MessageInput"]
 
@@ -83,6 +86,7 @@ def prepare_message(
     *,
     sender: str | None = None,
     recipients: Iterable[str] | str | None = None,
+    dkim: DKIM | None = None,
 ) -> Envelope:
     """Validate ``message`` and work out its envelope.
 
@@ -92,7 +96,31 @@ def prepare_message(
     left out of the data; a missing Date or Message-ID header is added. For
     ``bytes`` or ``str``, ``sender`` and ``recipients`` are required and the
     data is sent as given (``str`` is encoded as UTF-8).
+
+    With ``dkim``, the message is signed (see :func:`dkim_signed`).
     """
+    envelope = _prepare(message, sender, recipients)
+    return envelope if dkim is None else dkim_signed(envelope, dkim)
+
+
+def dkim_signed(envelope: Envelope, dkim: DKIM) -> Envelope:
+    """``envelope`` with a DKIM-Signature header first in its data.
+
+    The signature covers the data exactly as the server receives it: every
+    line break a CRLF, as BDAT sends it and as the server has it after undoing
+    DATA's dot-stuffing (:func:`~syncsmtp._wire.iter_encoded` without
+    stuffing). That needs the whole message in one piece, so a signed
+    envelope holds it as one ``bytes`` (the body is not sent from the
+    caller's message a slice at a time, as unsigned ones are).
+    """
+    data = b"".join(iter_encoded(envelope.parts, dot_stuffing=False))
+    header = dkim.sign(data)
+    return replace(envelope, parts=(header, data), size=len(header) + len(data))
+
+
+def _prepare(
+    message: MessageInput, sender: str | None, recipients: Iterable[str] | str | None
+) -> Envelope:
     explicit_recipients = _recipient_list(recipients)
     if isinstance(message, email.message.Message):
         return _prepare_email(message, sender, explicit_recipients)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import _messages
+from .dkim import DKIM
 from .errors import InsecureTLSWarning
 
 __all__ = ["SUPPORTED_AUTH_MECHANISMS", "Policy", "TLSMode"]
@@ -93,6 +94,9 @@ class Policy:
     is refused; it is ignored when STARTTLS or authentication is required
     (with implicit TLS the connection is already encrypted, so it applies).
 
+    ``dkim`` (a :class:`~syncsmtp.DKIM`, or a dict of its arguments) signs
+    every message sent with the policy; a URL cannot give it (see :doc:`dkim`).
+
     ``host`` may be given by position; every other field only by keyword.
 
     The password never appears in ``repr()`` or ``str()``.
@@ -115,6 +119,7 @@ class Policy:
     local_hostname: str | None = None
     tls_ciphers: str | None = None
     chunking: bool = True
+    dkim: DKIM | None = None
     # Whether ``port`` was left to follow ``tls`` (None when given): not an
     # argument, not compared, not shown.
     _port_follows_tls: bool = field(default=False, init=False, repr=False, compare=False)
@@ -135,6 +140,7 @@ class Policy:
         self._check_credentials()
         self._check_auth_mechanisms()
         self._check_files()
+        self._check_dkim()
         if self.local_hostname is not None and (
             not isinstance(self.local_hostname, str) or not _HOSTNAME.match(self.local_hostname)
         ):
@@ -202,6 +208,16 @@ class Policy:
         if self.client_key and not self.client_cert:
             raise ValueError(_messages.client_key_without_cert())
 
+    def _check_dkim(self) -> None:
+        given: object = self.dkim
+        if isinstance(given, Mapping):  # from a settings file: the arguments of DKIM
+            given = DKIM(**given)
+            object.__setattr__(self, "dkim", given)
+        if given is not None and not isinstance(given, DKIM):
+            raise ValueError(_messages.must_be(
+                "Policy", "dkim", "a syncsmtp.DKIM or None", given, secret=True
+            ))
+
     # -- derived values ---------------------------------------------------------
 
     @property
@@ -267,7 +283,9 @@ class Policy:
         ``verify``, ``ca_file``, ``client_cert``, ``client_key``,
         ``auth_mechanisms`` (comma-separated), ``require_auth``,
         ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``,
-        ``tls_ciphers``, ``chunking``.
+        ``tls_ciphers``, ``chunking``. ``dkim`` cannot be given in a URL (a
+        private key does not belong in one): add it with
+        ``with_options(dkim=syncsmtp.DKIM(...))``.
 
         Errors never quote the URL's user name or password: a password with
         an unencoded ``/``, ``?``, ``#`` or ``@`` is refused with a request to
@@ -290,6 +308,11 @@ class Policy:
             raise ValueError(_messages.url_host())
         options: dict[str, Any] = {"tls": _URL_SCHEMES[scheme]}
         for key, values in parse_qs(parts.query, keep_blank_values=True, strict_parsing=False).items():
+            if key == "dkim":
+                raise ValueError(
+                    "Policy.from_url() url cannot give dkim: a DKIM private key does not belong in "
+                    "a URL; add it with policy.with_options(dkim=syncsmtp.DKIM(...))"
+                )
             if key not in _URL_OPTIONS:
                 raise ValueError(_messages.url_option(key, _URL_OPTIONS))
             options[key] = _parse_option(key, values[-1])
