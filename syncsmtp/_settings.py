@@ -108,7 +108,7 @@ def tls_mode(*, use_tls: bool, use_ssl: bool, fallback_tls: str, options: Mappin
 
 
 def policy_from_settings(
-    *, host: str, port: int | str, username: str | None, password: str | None, use_tls: bool,
+    *, host: str, port: int | str | None, username: str | None, password: str | None, use_tls: bool,
     use_ssl: bool, client_cert: str | None = None, client_key: str | None = None,
     fallback_tls: str = "none", options: Mapping[str, Any], names: str, plaintext_hint: str,
 ) -> Policy:
@@ -125,7 +125,7 @@ def policy_from_settings(
     credentials = bool(username and password)
     fields: dict[str, Any] = {
         "host": host,
-        "port": int(port),
+        "port": None if port is None else int(port),  # None: the TLS mode's default
         "tls": tls_mode(use_tls=use_tls, use_ssl=use_ssl, fallback_tls=fallback_tls, options={}),
         "username": username if credentials else None,
         "password": password if credentials else None,

@@ -583,6 +583,18 @@ def test_email_url_with_starttls_and_auth(smtp_server_factory: ServerFactory) ->
     assert received.tls and received.auth_user == "user"
 
 
+@pytest.mark.parametrize(("url", "syncsmtp_setting", "port"), [
+    ("smtp://mail.example.com", {"tls": "implicit"}, 465),
+    ("smtp://mail.example.com", {}, 587),
+    ("smtp+plain://mail.example.com", {}, 25),
+    ("smtp://mail.example.com:2525", {"tls": "implicit"}, 2525),
+])
+def test_a_url_without_a_port_takes_the_tls_mode_s_default(url: str, syncsmtp_setting: dict[str, str],
+                                                          port: int) -> None:
+    with override_settings(EMAIL_URL=url, SYNCSMTP=syncsmtp_setting):
+        assert mail.get_connection(OURS).policy.port == port
+
+
 def test_constructor_arguments_override_settings(smtp_server_factory: ServerFactory) -> None:
     configured = smtp_server_factory(tls="none")
     chosen = smtp_server_factory(tls="none")

@@ -42,7 +42,7 @@ class ConnectionSettings:
     arguments override them; ``options`` are further Policy keywords."""
 
     host: str
-    port: int
+    port: int | None  # None: a URL without a port, the TLS mode's default
     username: str
     password: str = dataclasses.field(repr=False)
     use_tls: bool
@@ -75,7 +75,7 @@ def connection_settings() -> ConnectionSettings:
         except ValueError as error:
             raise ImproperlyConfigured(f"EMAIL_URL: {error}") from None
         found = ConnectionSettings(
-            host=from_url.host, port=from_url.effective_port,
+            host=from_url.host, port=None if from_url._port_follows_tls else from_url.port,
             username=from_url.username or "", password=hide_password(from_url.password or ""),
             use_tls=from_url.tls == "starttls", use_ssl=from_url.tls == "implicit",
             ssl_keyfile=from_url.client_key, ssl_certfile=from_url.client_cert,
@@ -128,7 +128,7 @@ def _syncsmtp_setting() -> dict[str, Any]:
 
 
 def build_policy(
-    *, host: str, port: int | str, username: str | None, password: str | None, use_tls: bool,
+    *, host: str, port: int | str | None, username: str | None, password: str | None, use_tls: bool,
     use_ssl: bool, ssl_keyfile: str | None, ssl_certfile: str | None, fallback_tls: str,
     options: Mapping[str, Any],
 ) -> Policy:
