@@ -231,8 +231,8 @@ def _load_key(pem: bytes, algorithm: str | None) -> tuple[str, bytes, str]:
         public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     else:
         raise MessageError(
-            f"DKIM private_key is a {type(key).__name__.lstrip('_')}; DKIM signs with an RSA "
-            "key (rsa-sha256) or an Ed25519 key (ed25519-sha256)"
+            f"DKIM private_key is not an RSA or Ed25519 key (it is {_kind(key)}); DKIM signs with "
+            "an RSA key (rsa-sha256) or an Ed25519 key (ed25519-sha256)"
         )
     if algorithm is not None and algorithm != found:
         raise MessageError(
@@ -240,6 +240,12 @@ def _load_key(pem: bytes, algorithm: str | None) -> tuple[str, bytes, str]:
             "leave algorithm=None to take it from the key"
         )
     return found, signing, base64.b64encode(public).decode("ascii")
+
+
+def _kind(key: object) -> str:
+    """What kind of key ``key`` is, in words (``"an EC key"``)."""
+    name = type(key).__name__.lstrip("_").removesuffix("PrivateKey") or "other"
+    return f"an {name} key" if name[:1] in "AEIOU" else f"a {name} key"
 
 
 def _require_dkimpy(algorithm: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email.message
 import email.policy
+import sys
 from collections.abc import Callable
 
 import dkim
@@ -121,3 +122,197 @@ def test_tampering_breaks_the_signature(smtp_server_factory: ServerFactory,
     assert not verify(data.replace(b"pay 10 EUR", b"pay 99 EUR"), "rsa")
     assert not verify(data.replace(b"Subject: dkim test", b"Subject: dkim TEST"), "rsa")
     assert not verify(data, "other-rsa")  # another key published under the selector
+
+
+@pytest.mark.parametrize("extensions", DATA_AND_BDAT, ids=["DATA", "BDAT"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_eight_bit_utf8_message_verifies(smtp_server_factory: ServerFactory, kind: str,
+                                         extensions: tuple[str, ...]) -> None:
+    server = smtp_server_factory(tls="none", extensions=extensions)
+    message = make_message(subject="Grüße aus Köln")
+    message.set_content("Grüße, naïve café — ünïcödé\n.ñ at the start\n", cte="8bit")
+    syncsmtp.send(message, server.policy(dkim=signer(kind)), timeout=30)
+    (received,) = server.wait_for(1)
+    assert "Grüße, naïve café".encode() in received.data  # 8-bit on the wire, as signed
+    assert verify(received.data, kind)
+
+
+@pytest.mark.parametrize("extensions", DATA_AND_BDAT, ids=["DATA", "BDAT"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_multipart_with_attachment_verifies(smtp_server_factory: ServerFactory, kind: str,
+                                            extensions: tuple[str, ...]) -> None:
+    server = smtp_server_factory(tls="none", extensions=extensions)
+    message = make_message("see the attachment\n.dot line\n")
+    message.add_alternative("<p>see the attachment</p>\n", subtype="html")
+    message.add_attachment(bytes(range(256)) * 300, maintype="application", subtype="octet-stream",
+                           filename="data.bin")
+    message.add_attachment(".a text file\nwith a dot line first\n", filename="notes.txt")
+    syncsmtp.send(message, server.policy(dkim=signer(kind)), timeout=30)
+    (received,) = server.wait_for(1)
+    assert verify(received.data, kind)
+    parsed = received.message
+    assert parsed.is_multipart()
+    attachments = {part.get_filename(): part.get_content() for part in parsed.iter_attachments()}
+    assert attachments["data.bin"] == bytes(range(256)) * 300
+
+
+@pytest.mark.parametrize("extensions", DATA_AND_BDAT, ids=["DATA", "BDAT"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_bytes_with_any_line_ends_verify(smtp_server_factory: ServerFactory, kind: str,
+                                         extensions: tuple[str, ...]) -> None:
+    """Signed after the line ends become CRLF, as the server receives them."""
+    server = smtp_server_factory(tls="none", extensions=extensions)
+    data = (b"From: ann@example.com\nTo: bob@example.com\r\nSubject: raw\r\n\n"
+            b".first line\nbare lf\rbare cr\r\n..two dots\n.\nno final line break")
+    syncsmtp.send(data, server.policy(dkim=signer(kind)), timeout=30,
+                  sender="ann@example.com", recipients=["bob@example.com"])
+    (received,) = server.wait_for(1)
+    assert received.data.endswith(b"\r\n\r\n.first line\r\nbare lf\r\nbare cr\r\n..two dots\r\n.\r\n"
+                                  b"no final line break\r\n")
+    assert verify(received.data, kind)
+
+
+def test_headers_replace_the_default_list(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    dkim_options = signer("ed25519", headers=["From", "Subject", "X-Campaign"])
+    message = make_message()
+    message["X-Campaign"] = "spring"
+    syncsmtp.send(message, server.policy(dkim=dkim_options), timeout=30)
+    (received,) = server.wait_for(1)
+    assert signature_of(received)[b"h"] == b"from:subject:x-campaign"
+    assert verify(received.data, "ed25519")
+    # To is not signed now: changing it keeps the signature; changing X-Campaign does not.
+    assert verify(received.data.replace(b"To: bob@", b"To: eve@"), "ed25519")
+    assert not verify(received.data.replace(b"X-Campaign: spring", b"X-Campaign: autumn"), "ed25519")
+
+
+@pytest.mark.parametrize("extensions", DATA_AND_BDAT, ids=["DATA", "BDAT"])
+def test_mailer_send_and_send_many_sign_every_message(smtp_server_factory: ServerFactory,
+                                                      extensions: tuple[str, ...]) -> None:
+    server = smtp_server_factory(tls="none", extensions=extensions)
+    policy = server.policy(dkim=signer("rsa", selector="mail-2024"))
+    with syncsmtp.Mailer(policy, connections=2) as mailer:
+        mailer.send(make_message("one\n"), timeout=30)
+        report = mailer.send_many(
+            [make_message("two\n"), (b"From: ann@example.com\r\n\r\n.three\r\n", "ann@example.com",
+                                     ["bob@example.com"]),
+             syncsmtp.Outgoing(make_message("four\n"), "ann@example.com", ["carol@example.com"])],
+            timeout=30,
+        )
+    assert all(isinstance(outcome, syncsmtp.SendResult) for outcome in report.results), report.results
+    received = server.wait_for(4)
+    assert len(received) == 4
+    for item in received:
+        assert verify(item.data, "rsa", selector="mail-2024"), item.data
+
+
+# -- checked before any connection ---------------------------------------------------------------
+
+
+def test_a_message_without_from_is_refused_before_connecting(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    with pytest.raises(syncsmtp.MessageError, match="no From header"):
+        syncsmtp.send(b"To: bob@example.com\r\n\r\nbody\r\n", server.policy(dkim=signer("rsa")),
+                      timeout=30, sender="ann@example.com", recipients=["bob@example.com"])
+    assert server.outbox == []
+    assert server.connections == 0
+
+
+_ENCRYPTED = _RSA.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.BestAvailableEncryption(b"passphrase"))
+_EC = _pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+@pytest.mark.parametrize(("arguments", "words"), [
+    ((DOMAIN, "s1", b"not a key"), ["private_key", "PEM private key"]),
+    ((DOMAIN, "s1", _ENCRYPTED), ["private_key", "not encrypted"]),
+    ((DOMAIN, "s1", _EC), ["not an RSA or Ed25519 key", "an EC key"]),
+    ((DOMAIN, "s1", 5), ["private_key", "PEM"]),
+    (("example.com; s=evil", "s1", _pem(_ED25519)), ["domain", "DNS name"]),
+    (("example.com\r\nX-Evil: 1", "s1", _pem(_ED25519)), ["domain", "DNS name"]),
+    (("", "s1", _pem(_ED25519)), ["domain"]),
+    (("-example.com", "s1", _pem(_ED25519)), ["domain"]),
+    ((DOMAIN, "s1 x", _pem(_ED25519)), ["selector", "DNS name"]),
+    ((DOMAIN, "s1;h=to", _pem(_ED25519)), ["selector"]),
+    ((DOMAIN, None, _pem(_ED25519)), ["selector"]),
+])
+def test_bad_arguments_are_message_errors(arguments: tuple[object, ...], words: list[str]) -> None:
+    with pytest.raises(syncsmtp.MessageError) as caught:
+        syncsmtp.DKIM(*arguments)  # type: ignore[arg-type]
+    assert isinstance(caught.value, ValueError)
+    for word in words:
+        assert word in str(caught.value)
+    assert b"PRIVATE KEY" not in str(caught.value).encode()
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"headers": ["To", "Subject"]}, ["headers", "From"]),
+    ({"headers": "From"}, ["headers"]),
+    ({"headers": ["From", "Bad Name"]}, ["headers"]),
+    ({"headers": ["From", "Received"]}, ["received"]),
+    ({"headers": ["From", "DKIM-Signature"]}, ["dkim-signature"]),
+    ({"algorithm": "rsa-sha1"}, ["algorithm", "rsa-sha256", "ed25519-sha256"]),
+    ({"algorithm": "ed25519-sha256"}, ["algorithm", "does not match", "rsa-sha256"]),
+])
+def test_bad_options_are_message_errors(options: dict[str, object], words: list[str]) -> None:
+    with pytest.raises(syncsmtp.MessageError) as caught:
+        signer("rsa", **options)
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_names_and_algorithm_as_signed() -> None:
+    made = syncsmtp.DKIM("Bücher.example", "s-2024.eu", _pem(_ED25519).decode(), algorithm="ed25519-sha256")
+    assert (made.domain, made.selector, made.algorithm) == ("xn--bcher-kva.example", "s-2024.eu",
+                                                            "ed25519-sha256")
+    assert made.dns_name == "s-2024.eu._domainkey.xn--bcher-kva.example"
+    assert made.dns_record.encode() == txt_record("ed25519")
+    assert signer("rsa").dns_record.encode() == txt_record("rsa")
+    assert signer("rsa").algorithm == "rsa-sha256"
+    assert signer("rsa", headers=("FROM", "to")).headers == ("from", "to")
+
+
+def test_the_private_key_is_never_shown() -> None:
+    secret_line = _pem(_RSA).decode().splitlines()[1]
+    made = signer("rsa")
+    policy = syncsmtp.Policy(host="127.0.0.1", dkim=made)
+    for text in (repr(made), str(made), repr(policy), str(policy)):
+        assert secret_line not in text
+        assert "private_key='<redacted>'" in text
+    assert repr(made) == "DKIM(domain='example.com', selector='s1', private_key='<redacted>', " \
+                         "algorithm='rsa-sha256')"
+    with pytest.raises(ValueError) as caught:
+        syncsmtp.Policy(host="127.0.0.1", dkim=_pem(_RSA))  # type: ignore[arg-type]
+    assert "dkim" in str(caught.value) and secret_line not in str(caught.value)
+
+
+def test_missing_dkimpy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "dkim", None)  # import dkim now raises ImportError
+    with pytest.raises(syncsmtp.MessageError) as caught:
+        signer("rsa")
+    assert "dkimpy" in str(caught.value) and "dkim extra" in str(caught.value)
+    monkeypatch.setitem(sys.modules, "nacl.signing", None)
+    with pytest.raises(syncsmtp.MessageError) as caught:
+        signer("ed25519")
+    assert "dkimpy and PyNaCl" in str(caught.value)
+
+
+def test_policy_fields() -> None:
+    made = signer("ed25519")
+    policy = syncsmtp.Policy(host="127.0.0.1", tls="none")
+    assert policy.dkim is None
+    signed = policy.with_options(dkim=made)
+    assert signed.dkim is made and signed != policy
+    assert signed.with_options(port=2525).dkim is made
+    assert signed.with_options(dkim=None) == policy
+    # A dict of DKIM's arguments, as a settings file gives it.
+    from_dict = policy.with_options(dkim={"domain": DOMAIN, "selector": "s1", "private_key": _pem(_ED25519)})
+    assert from_dict.dkim == made
+    with pytest.raises(syncsmtp.MessageError, match="selector"):
+        policy.with_options(dkim={"domain": DOMAIN, "selector": "a b", "private_key": _pem(_ED25519)})
+    with pytest.raises(ValueError, match="dkim") as caught:
+        syncsmtp.Policy(host="h", dkim="s1")  # type: ignore[arg-type]
+    assert "'s1'" not in str(caught.value)
+    with pytest.raises(ValueError, match="URL") as caught:
+        syncsmtp.Policy.from_url("smtp://h?dkim=x")
+    assert "with_options(dkim=" in str(caught.value)
