@@ -11,13 +11,19 @@ from __future__ import annotations
 import base64
 import email.message
 import email.policy
+import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
-import dkim
+import django
+import dkim  # type: ignore[import-untyped]
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from django.core import mail
+from django.test import override_settings
+from postfix import PostfixInstance
 
 import syncsmtp
 from syncsmtp.testing import ReceivedMessage, SMTPTestServer
@@ -36,7 +42,9 @@ def _pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey | ec.EllipticCurvePr
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _ED25519 = ed25519.Ed25519PrivateKey.generate()
 _OTHER_RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-KEYS = {"rsa": _RSA, "ed25519": _ED25519, "other-rsa": _OTHER_RSA}
+KEYS: dict[str, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey] = {
+    "rsa": _RSA, "ed25519": _ED25519, "other-rsa": _OTHER_RSA,
+}
 
 
 def txt_record(kind: str) -> bytes:
@@ -49,8 +57,8 @@ def txt_record(kind: str) -> bytes:
     return b"v=DKIM1; k=" + kind.rpartition("-")[2].encode() + b"; p=" + base64.b64encode(raw)
 
 
-def signer(kind: str, selector: str = "s1", **options: object) -> syncsmtp.DKIM:
-    return syncsmtp.DKIM(DOMAIN, selector, _pem(KEYS[kind]), **options)  # type: ignore[arg-type]
+def signer(kind: str, selector: str = "s1", **options: Any) -> syncsmtp.DKIM:
+    return syncsmtp.DKIM(DOMAIN, selector, _pem(KEYS[kind]), **options)
 
 
 def verify(data: bytes, kind: str, selector: str = "s1") -> bool:
@@ -254,7 +262,7 @@ def test_bad_arguments_are_message_errors(arguments: tuple[object, ...], words: 
     ({"algorithm": "rsa-sha1"}, ["algorithm", "rsa-sha256", "ed25519-sha256"]),
     ({"algorithm": "ed25519-sha256"}, ["algorithm", "does not match", "rsa-sha256"]),
 ])
-def test_bad_options_are_message_errors(options: dict[str, object], words: list[str]) -> None:
+def test_bad_options_are_message_errors(options: dict[str, Any], words: list[str]) -> None:
     with pytest.raises(syncsmtp.MessageError) as caught:
         signer("rsa", **options)
     for word in words:
@@ -316,3 +324,44 @@ def test_policy_fields() -> None:
     with pytest.raises(ValueError, match="URL") as caught:
         syncsmtp.Policy.from_url("smtp://h?dkim=x")
     assert "with_options(dkim=" in str(caught.value)
+
+
+# -- through a real Postfix, and through the Django backend ---------------------------------------
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize("chunking", [True, False], ids=["BDAT", "DATA"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_postfix_stores_a_copy_that_verifies(fresh_postfix: PostfixInstance, kind: str,
+                                             chunking: bool) -> None:
+    """Postfix adds Return-Path, Delivered-To and Received above the signature,
+    and stores LF line ends: neither touches what was signed."""
+    message = make_message(".dot line\nGrüße\n", subject="über dkim")
+    message.add_attachment(b"\x00\x01binary\r\n.", maintype="application", subtype="octet-stream",
+                           filename="x.bin")
+    policy = syncsmtp.Policy(
+        host=fresh_postfix.host, port=fresh_postfix.port, ca_file=fresh_postfix.ca_file,
+        username=fresh_postfix.username, password=fresh_postfix.password, chunking=chunking,
+        dkim=signer(kind),
+    )
+    syncsmtp.send(message, policy, timeout=30)
+    (stored,) = fresh_postfix.wait_for(1)
+    head = stored.partition(b"\n\n")[0]
+    assert b"\nReceived: " in head and head.index(b"Received: ") < head.index(b"DKIM-Signature: ")
+    assert verify(stored, kind)
+    assert not verify(stored.replace(b"x.bin", b"y.bin"), kind)
+
+
+def test_django_setting_signs(smtp_server_factory: ServerFactory) -> None:
+    """``SYNCSMTP = {"dkim": {...}}``: DKIM's arguments in the Django settings."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "django_site.settings")
+    django.setup()
+    server = smtp_server_factory(tls="none")
+    dkim_setting = {"domain": DOMAIN, "selector": "s1", "private_key": _pem(_ED25519)}
+    with override_settings(EMAIL_BACKEND="syncsmtp.django.EmailBackend", EMAIL_HOST=server.host,
+                           EMAIL_PORT=server.port, EMAIL_USE_TLS=False, EMAIL_HOST_USER="",
+                           EMAIL_HOST_PASSWORD="", SYNCSMTP={"dkim": dkim_setting}):
+        sent = mail.send_mail("from django", ".body\n", "ann@example.com", ["bob@example.com"])
+    assert sent == 1
+    (received,) = server.wait_for(1)
+    assert verify(received.data, "ed25519")
