@@ -42,7 +42,16 @@ from .errors import (
 from .mailer import DEFAULT_IDLE_TIMEOUT, Mailer
 from .message import MessageInput
 from .policy import SUPPORTED_AUTH_MECHANISMS, Policy, TLSMode
-from .result import Capabilities, CertificateInfo, CheckResult, Reply, SendReport, SendResult, TLSInfo
+from .result import (
+    Capabilities,
+    CertificateInfo,
+    CheckResult,
+    Reply,
+    SendReport,
+    SendResult,
+    ThrottleEvent,
+    TLSInfo,
+)
 
 __version__ = "0.1.0"
 
@@ -85,6 +94,7 @@ __all__ = [
     "TLSInfo",
     "TLSMode",
     "TLSRequiredError",
+    "ThrottleEvent",
     "check",
     "send",
 ]

@@ -4,13 +4,22 @@ Messages arrive while the caller is still preparing the rest, and a window
 of them is kept in flight: two per connection, or, once the server is known
 to offer PIPELINING, as many as the connections can have under way
 (MAX_IN_FLIGHT back to back on each). So each message's deadline starts
-when it is about to be sent, not when the batch began. A transient failure
-(4xx, lost connection, time-out) that cannot have delivered the message is
-retried after a capped, doubling delay.
+when it is about to be sent, not when the batch began.
+
+A rate (the batch's own, or the Mailer's) is kept by the pool, which takes a
+token just before each message's MAIL FROM; both apply, so the stricter one
+sets the pace. The window is then no larger than the messages the rate lets
+start within a quarter of a deadline, so that none runs out of time while
+queued behind the others.
+
+A transient failure (4xx, lost connection, time-out) that cannot have
+delivered the message is retried after a capped, doubling delay; after a
+throttling reply, once the Mailer's pause is over.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +30,7 @@ from twisted.python.failure import Failure
 from ._engine import Progress
 from ._engine.base import MAX_IN_FLIGHT
 from ._pool import SessionPool
+from ._throttle import TokenBucket, is_throttling
 from .errors import SMTPError
 from .message import Envelope
 from .result import SendResult
@@ -52,8 +62,11 @@ class Batch:
         self._items: deque[tuple[int, Envelope]] = deque()
         self._timeout = timeout
         self._connections = connections
-        self._interval = 1.0 / rate if rate else 0.0
-        self._next_start = 0.0
+        self._bucket = TokenBucket(rate) if rate else None
+        # How many messages may be queued at once: a quarter of a deadline's
+        # worth of tokens at the stricter rate.
+        rates = [r for r in (rate, pool.gate.rate) if r]
+        self._rate_window = max(1, math.floor(min(rates) * timeout / 4)) if rates else None
         self._retries = retries
         self._backoff = backoff
         self._backoff_cap = backoff_cap
@@ -78,6 +91,8 @@ class Batch:
         self._filling = True
         try:
             window = self._connections * (MAX_IN_FLIGHT if self._pool.pipelines else 2)
+            if self._rate_window is not None:
+                window = min(window, self._rate_window)
             while self._items and len(self._in_flight) + len(self._delayed) < window:
                 index, envelope = self._items.popleft()
                 self._schedule(index, envelope, attempt=0, delay=0.0)
@@ -85,11 +100,6 @@ class Batch:
             self._filling = False
 
     def _schedule(self, index: int, envelope: Envelope, attempt: int, delay: float) -> None:
-        if self._interval:
-            now = self._reactor.seconds()
-            start = max(now + delay, self._next_start)
-            self._next_start = start + self._interval
-            delay = start - now
         if delay > 0:
             self._delayed[index] = self._reactor.callLater(delay, self._launch, index, envelope, attempt)
         else:
@@ -99,7 +109,7 @@ class Batch:
         self._delayed.pop(index, None)
         if self._cancelled:
             return
-        sending = self._pool.send(envelope, self._timeout, Progress())
+        sending = self._pool.send(envelope, self._timeout, Progress(), self._bucket)
         self._in_flight[index] = sending
         sending.addBoth(self._finished, index, envelope, attempt)
 
@@ -111,7 +121,11 @@ class Batch:
                 error = SMTPError(f"unexpected failure: {error!r}", stage="connect")
             if self._worth_retrying(error, attempt):
                 self.retried += 1
-                delay = min(self._backoff_cap, self._backoff * 2**attempt)
+                if is_throttling(error.reply):
+                    # The Mailer pauses for it: try again when that pause is over.
+                    delay = self._pool.gate.remaining_pause(float(self._reactor.seconds()))
+                else:
+                    delay = min(self._backoff_cap, self._backoff * 2**attempt)
                 self._schedule(index, envelope, attempt + 1, delay)
                 return
             self._report(index, error)

@@ -7,6 +7,11 @@ dropped; a message is only ever handed to a session that is idle at that
 moment. If the connection is lost before any of the message's data was sent
 (the server closed an idle connection as the message arrived), the message is
 tried once more on another session; once DATA began, never.
+
+A message starts only when the pool's :class:`~syncsmtp._throttle.Gate` lets
+it (the Mailer's rate, its own batch's rate, a pause after a throttling
+reply): a token is taken just before its MAIL FROM is written. Its deadline
+runs while it waits.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
+from ._throttle import Gate, TokenBucket, held_too_long
 from .errors import ConnectionLostError, SMTPError
 from .message import Envelope
 from .policy import Policy
@@ -40,6 +46,7 @@ class _Request:
     session: SMTPClientProtocol | None = None
     outcome: defer.Deferred[SendResult] | None = None  # the session's Deferred for it
     retried: bool = False
+    bucket: TokenBucket | None = None  # its batch's own rate
 
 
 @dataclass(eq=False)
@@ -50,6 +57,7 @@ class SessionPool:
     policy: Policy
     size: int
     idle_timeout: float
+    gate: Gate = field(default_factory=lambda: Gate(None, 1.0, 60.0))
     _idle: list[SMTPClientProtocol] = field(default_factory=list)
     _busy: set[SMTPClientProtocol] = field(default_factory=set)
     _connecting: int = 0
@@ -60,6 +68,7 @@ class SessionPool:
     # open() calls waiting for a session to be set up.
     _openers: list[defer.Deferred[None]] = field(default_factory=list)
     _closing: bool = False
+    _wake: Any = None  # a dispatch when the gate opens again
 
     def open(self, timeout: float) -> defer.Deferred[None]:
         """Fire once a session is set up (connecting one now when none is), or
@@ -85,9 +94,12 @@ class SessionPool:
 
     # -- sending -------------------------------------------------------------------------
 
-    def send(self, envelope: Envelope, timeout: float, progress: Progress) -> defer.Deferred[SendResult]:
-        """Queue one message; the Deferred fires with its outcome (cancel to abandon it)."""
-        request = _Request(envelope, progress, defer.Deferred(lambda _: self._cancel(request)), timeout)
+    def send(self, envelope: Envelope, timeout: float, progress: Progress,
+             bucket: TokenBucket | None = None) -> defer.Deferred[SendResult]:
+        """Queue one message (taking a token of ``bucket`` too when it starts);
+        the Deferred fires with its outcome (cancel to abandon it)."""
+        request = _Request(envelope, progress, defer.Deferred(lambda _: self._cancel(request)), timeout,
+                           bucket=bucket)
         if self._closing:
             request.done.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
             return request.done
@@ -106,13 +118,28 @@ class SessionPool:
 
     def _dispatch(self) -> None:
         while self._waiting:
+            now = float(self.reactor.seconds())
+            request, wait = self.gate.next_turn(now, self._waiting)
+            self.gate.hold(now, request is None)
+            if request is None:
+                self._wake_in(wait)
+                return
             session = self._take_idle() or self._take_with_room()
             if session is None:
                 if len(self._sessions) + self._connecting < self.size:
                     self._connect()
                 return
-            request = self._waiting.popleft()
+            self._waiting.remove(request)
+            self.gate.take(now, request.bucket)
             self._start(session, request)
+        self.gate.hold(float(self.reactor.seconds()), False)
+
+    def _wake_in(self, delay: float) -> None:
+        if self._wake is not None and self._wake.active():
+            if self._wake.getTime() <= self.reactor.seconds() + delay:
+                return
+            self._wake.cancel()
+        self._wake = self.reactor.callLater(delay, self._dispatch)
 
     def _take_idle(self) -> SMTPClientProtocol | None:
         while self._idle:
@@ -137,6 +164,7 @@ class SessionPool:
         session.transact(request.envelope, request.progress, outcome, quit_after=False)
 
     def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
+        self._judge(outcome)
         if session.idle or session.closed.called:
             self._busy.discard(session)
         request.session = request.outcome = None
@@ -156,6 +184,9 @@ class SessionPool:
             else:
                 request.done.callback(outcome)
         self._dispatch()
+
+    def _judge(self, outcome: Any) -> None:
+        self.gate.saw(float(self.reactor.seconds()), outcome.value if isinstance(outcome, Failure) else None)
 
     def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> bool:
         """A reused connection that died before any of the message's data went out."""
@@ -220,6 +251,7 @@ class SessionPool:
 
     def _setup_failed(self, reason: Failure, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
+        self._judge(reason)
         self._sessions.discard(session)
         self._opened(reason)
         if session in self._expired:
@@ -269,7 +301,12 @@ class SessionPool:
             return
         if request in self._waiting:
             self._waiting.remove(request)
-        request.done.errback(Failure(connect_timeout(self.policy, request.timeout)))
+        now = float(self.reactor.seconds())
+        if self.gate.delay(now, request.bucket) > 0:
+            error = held_too_long(self.policy, request.timeout, self.gate.remaining_pause(now) > 0)
+        else:
+            error = connect_timeout(self.policy, request.timeout)
+        request.done.errback(Failure(error))
 
     def _cancel(self, request: _Request) -> None:
         if request in self._waiting:
@@ -281,6 +318,8 @@ class SessionPool:
     def close(self) -> defer.Deferred[None]:
         """QUIT every session (busy ones after their message) and fail waiting messages."""
         self._closing = True
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
         self._opened(Failure(SMTPError("the Mailer was closed before a connection was set up",
                                        host=self.policy.host, stage="connect")))
         while self._waiting:

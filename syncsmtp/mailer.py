@@ -74,10 +74,13 @@ def _install_exit_hook() -> None:
         _exit_hook_installed = True
 
 
-def _new_pool(reactor: Any, policy: Policy, size: int, idle_timeout: float) -> SessionPool:
+def _new_pool(reactor: Any, policy: Policy, size: int, idle_timeout: float, rate: float | None,
+              burst: int, throttle_backoff: float) -> SessionPool:
     from ._pool import SessionPool
+    from ._throttle import Gate, TokenBucket
 
-    return SessionPool(reactor, policy, size, idle_timeout)
+    gate = Gate(TokenBucket(rate, burst) if rate else None, throttle_backoff, _BACKOFF_CAP)
+    return SessionPool(reactor, policy, size, idle_timeout, gate)
 
 
 def _pool_send(reactor: Any, pool: SessionPool, *args: Any) -> Any:
@@ -124,16 +127,43 @@ class Mailer:
 
     After ``os.fork()`` a child that uses the Mailer gets connections of its
     own; the parent's are never touched there.
+
+    ``connections`` caps the connections this Mailer opens; two Mailers for
+    the same server have a cap each, so share one Mailer to keep to a
+    provider's limit. ``rate`` (messages per second, None: no limit) paces
+    every message the Mailer sends, whatever the thread or connection: one
+    token bucket, a token taken just before each message's MAIL FROM. It
+    holds ``burst`` tokens at most (default 1: never more than the rate, even
+    after a quiet spell). A message waiting for its turn uses up its own
+    ``timeout``; when that passes first it fails with
+    :class:`~syncsmtp.SendTimeout` (stage ``connect``, nothing sent).
+
+    A throttling reply (421, ``432 4.3.2``, ``451 4.7.x``, ``454 4.7.0``,
+    ``454 Throttling failure``) pauses new messages for ``throttle_backoff``
+    seconds, doubling with each pause in a row (at most 60), back to the
+    first step once a message is accepted.
     """
 
     def __init__(
-        self, policy: Policy, connections: int = 1, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+        self,
+        policy: Policy,
+        connections: int = 1,
+        *,
+        rate: float | None = None,
+        burst: int = 1,
+        throttle_backoff: float = 1.0,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         check_policy(policy, "Mailer")
         if isinstance(connections, bool) or not isinstance(connections, int) or connections < 1:
             raise ValueError(_messages.positive_integer("Mailer", "connections", connections))
         self.policy = policy
         self.connections = connections
+        self.rate = _check_rate(rate, "Mailer")
+        if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+            raise ValueError(_messages.positive_integer("Mailer", "burst", burst))
+        self.burst = burst
+        self.throttle_backoff = check_timeout(throttle_backoff, "throttle_backoff", "Mailer")
         self.idle_timeout = check_timeout(idle_timeout, "idle_timeout", "Mailer")
         self._lock = threading.Lock()
         self._pool: SessionPool | None = None
@@ -149,7 +179,8 @@ class Mailer:
             if self._pool is None or self._pool_pid != os.getpid():
                 # In a forked child the parent's pool (and its sockets) is left alone.
                 self._pool = _reactor.run(
-                    _new_pool, self.policy, self.connections, self.idle_timeout, timeout=30
+                    _new_pool, self.policy, self.connections, self.idle_timeout, self.rate, self.burst,
+                    self.throttle_backoff, timeout=30,
                 )
                 self._pool_pid = os.getpid()
             return self._pool
@@ -211,22 +242,22 @@ class Mailer:
 
         A failure of one message never stops the others: the report has, per
         input message and in input order, its :class:`SendResult` or its error.
-        ``timeout`` applies to each message. ``rate`` caps how many messages
-        start per second. ``retries`` retries a transient failure (4xx, lost
-        connection or time-out, never when the message may have been
-        delivered) up to that many times, after ``backoff`` seconds, doubling,
-        at most 60. ``progress=True`` shows a progress bar when tqdm is
-        installed (extra ``progress``). Ctrl-C stops the batch and drops the
-        connections that were sending.
+        ``timeout`` applies to each message, from when it is handed to a
+        connection's queue. ``rate`` caps how many messages of this batch
+        start per second; the Mailer's own ``rate`` applies as well, so the
+        stricter of the two sets the pace. ``retries`` retries a transient
+        failure (4xx, lost connection or time-out, never when the message may
+        have been delivered) up to that many times, after ``backoff``
+        seconds, doubling, at most 60; after a throttling reply, once the
+        Mailer's pause is over. The report's ``throttled`` and ``waited``
+        say how the server slowed the batch down. ``progress=True`` shows a
+        progress bar when tqdm is installed (extra ``progress``). Ctrl-C
+        stops the batch and drops the connections that were sending.
         """
         where = "Mailer.send_many()"
         check_messages(messages)
         deadline = check_timeout(timeout, "timeout", where)
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
-                                 or not 0 < rate < math.inf):
-            raise ValueError(_messages.must_be(
-                where, "rate", "a positive, finite number per second (None: no limit)", rate
-            ))
+        rate = _check_rate(rate, where)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(_messages.non_negative_integer(where, "retries", retries))
         backoff = check_timeout(backoff, "backoff", where)
@@ -237,6 +268,7 @@ class Mailer:
         pool = self._current_pool()
         results: list[SendResult | Exception | None] = []
         outcomes = Outcomes(results)
+        gate_before = _reactor.run(lambda reactor: pool.gate.snapshot(reactor.seconds()), timeout=30)
         batch = _reactor.run(
             _start_batch, pool, deadline, self.connections, rate, retries, backoff, _BACKOFF_CAP,
             outcomes.put, timeout=30,
@@ -286,7 +318,10 @@ class Mailer:
                 for _ in remaining
             )
         retried: int = _reactor.run(lambda reactor: batch.retried, timeout=10)
-        return SendReport(tuple(r for r in results if r is not None), retried, time.monotonic() - started)
+        throttled, waited = _reactor.run(lambda reactor: pool.gate.since(reactor.seconds(), gate_before),
+                                         timeout=10)
+        return SendReport(tuple(r for r in results if r is not None), retried, time.monotonic() - started,
+                          throttled, waited)
 
     def close(self, timeout: float = _CLOSE_SECONDS) -> None:
         """Send QUIT on every connection and wait up to ``timeout`` seconds for
@@ -318,4 +353,15 @@ class Mailer:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"Mailer({self.policy!r}, connections={self.connections}, {state})"
+        rate = f", rate={self.rate:g}" if self.rate else ""
+        return f"Mailer({self.policy!r}, connections={self.connections}{rate}, {state})"
+
+
+def _check_rate(rate: float | None, where: str) -> float | None:
+    """``rate`` as a float (None: no limit); ValueError naming it otherwise."""
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)
+                             or not 0 < rate < math.inf):
+        raise ValueError(_messages.must_be(
+            where, "rate", "a positive, finite number per second (None: no limit)", rate
+        ))
+    return None if rate is None else float(rate)

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from .errors import SMTPError
     from .policy import TLSMode
 
-__all__ = ["Capabilities", "CertificateInfo", "CheckResult", "Reply", "SendReport", "SendResult", "TLSInfo"]
+__all__ = ["Capabilities", "CertificateInfo", "CheckResult", "Reply", "SendReport", "SendResult", "TLSInfo",
+           "ThrottleEvent"]
 
 _ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
@@ -147,11 +148,19 @@ class SendReport:
     :class:`SendResult`, or the :class:`~syncsmtp.SMTPError` it failed with
     (a :class:`~syncsmtp.MessageError` for input that was never sent).
     ``retries`` counts the extra attempts made for transient failures.
+
+    ``throttled`` holds the server's throttling replies during the batch
+    (:class:`ThrottleEvent`, oldest first), and ``waited`` the seconds during
+    which messages were ready but held back by the Mailer, for its ``rate``
+    or for a pause after a throttling reply. Both cover every message the
+    Mailer sent meanwhile, from this batch or from other threads.
     """
 
     results: tuple[SendResult | Exception, ...]
     retries: int
     elapsed: float
+    throttled: tuple[ThrottleEvent, ...] = ()
+    waited: float = 0.0
 
     @property
     def sent(self) -> int:
@@ -183,6 +192,8 @@ class SendReport:
             + (f" ({failures})" if failures else "")
             + f", {self.refused_recipients} recipients refused, {self.retries} retries, "
             f"{self.elapsed:.2f} s"
+            + (f", {len(self.throttled)} throttling replies" if self.throttled else "")
+            + (f", {self.waited:.2f} s held back" if self.waited else "")
         )
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
@@ -190,6 +201,8 @@ class SendReport:
         printer.text(str(self))
         for index, error in self.failed[:50]:
             printer.text(f"\n  #{index} {type(error).__name__}: {error}")
+        for event in self.throttled[:20]:
+            printer.text(f"\n  throttled {event}")
 
     def _repr_html_(self) -> str:
         """A compact table for Jupyter: the counts, then each failure."""
@@ -200,9 +213,26 @@ class SendReport:
             ("recipients refused", str(self.refused_recipients)),
             ("retries", str(self.retries)),
             ("elapsed", f"{self.elapsed:.2f} s"),
+            ("throttling replies", str(len(self.throttled))),
+            ("held back", f"{self.waited:.2f} s"),
         ]
         rows += [(f"#{index}", f"{type(error).__name__}: {error}") for index, error in self.failed[:50]]
         return _html_table(rows, "syncsmtp-report")
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleEvent:
+    """A reply by which the server asked the Mailer to slow down (such as
+    ``421 4.7.0 Try again later`` or ``454 Throttling failure``): ``at``, in
+    seconds from the start of the batch, the ``reply``, and the ``pause``
+    it started, in seconds (0 when a pause was already in force)."""
+
+    at: float
+    reply: Reply
+    pause: float
+
+    def __str__(self) -> str:
+        return f"+{self.at:.2f} s: {self.reply} (paused {self.pause:g} s)"
 
 
 @dataclass(frozen=True, slots=True)
