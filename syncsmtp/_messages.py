@@ -171,3 +171,30 @@ def batch_item(value: object) -> str:
 def mailer_closed() -> str:
     """A Mailer used after :meth:`~syncsmtp.Mailer.close`."""
     return "this Mailer is closed; create a new one to send more"
+
+
+# -- delivery options (DSN, REQUIRETLS) ------------------------------------------------------------
+
+
+def dsn_notify(value: object) -> str:
+    """A NOTIFY that is not some of SUCCESS, FAILURE, DELAY, or NEVER alone."""
+    return must_be("DSN", "notify", "some of 'SUCCESS', 'FAILURE', 'DELAY' (each once), "
+                   "or 'NEVER' alone", value)
+
+
+def dsn_ret(choices: Iterable[str], value: object) -> str:
+    """A RET that is neither FULL nor HDRS."""
+    return must_be("DSN", "ret", "None or one of " + ", ".join(repr(choice) for choice in choices),
+                   value)
+
+
+def dsn_envid(limit: int, value: object) -> str:
+    """An ENVID that is no printable ASCII text, or too long."""
+    return must_be("DSN", "envid", f"None or printable ASCII text of at most {limit} characters "
+                   "once xtext-encoded (+, = and space count three each)", value)
+
+
+def require_tls_with_header() -> str:
+    """REQUIRETLS asked for a message that says ``TLS-Required: No``."""
+    return ("require_tls=True, but the message has a 'TLS-Required: No' header, which asks for "
+            "the opposite (RFC 8689); remove the header or drop require_tls")

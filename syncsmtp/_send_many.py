@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, cast
 
 from . import _messages, _reactor
 from .dkim import DKIM
+from .dsn import DSN, check_options, with_options
 from .errors import MessageError
 from .message import Envelope, MessageInput, prepare_message
 from .result import SendResult
@@ -33,11 +34,18 @@ class Outgoing(NamedTuple):
     required; for an EmailMessage they override what its headers say (None:
     from the headers). Any ``(message, sender, recipients)`` tuple is taken
     the same way.
+
+    ``dsn`` and ``require_tls`` are this message's delivery options, as
+    ``send()`` takes them (see :doc:`delivery-options`); None (the default):
+    those given to ``send_many`` for the whole batch. A bad one makes this
+    message's outcome a :class:`~syncsmtp.MessageError`, not the batch's.
     """
 
     message: MessageInput
     sender: str | None = None
     recipients: Iterable[str] | str | None = None
+    dsn: DSN | None = None
+    require_tls: bool | None = None
 
 
 def check_messages(messages: object) -> Iterable[Any]:
@@ -50,17 +58,30 @@ def check_messages(messages: object) -> Iterable[Any]:
     return messages
 
 
-def prepare_item(item: object, dkim: DKIM | None = None) -> Envelope:
+def prepare_item(item: object, dkim: DKIM | None = None, dsn: DSN | None = None,
+                 require_tls: bool = False) -> Envelope:
     """The envelope of one item of ``send_many``'s input, signed with ``dkim``
-    when given; MessageError when it is unusable."""
+    when given, with the batch's ``dsn`` and ``require_tls`` unless the item
+    (an :class:`Outgoing`) has its own; MessageError when it is unusable."""
+    if isinstance(item, Outgoing):
+        dsn = dsn if item.dsn is None else item.dsn
+        require_tls = require_tls if item.require_tls is None else item.require_tls
+        try:
+            check_options("Outgoing", dsn, require_tls)
+        except TypeError as error:
+            raise MessageError(str(error)) from None
+        item = item[:3]
     if isinstance(item, tuple):
         if len(item) != 3:
             raise MessageError(_messages.batch_item(item))
         message, sender, recipients = item
-        return prepare_message(message, sender=sender, recipients=recipients, dkim=dkim)
-    if not isinstance(item, _MESSAGE_TYPES):
+    elif isinstance(item, _MESSAGE_TYPES):
+        message, sender, recipients = item, None, None
+    else:
         raise MessageError(_messages.batch_item(item))
-    return prepare_message(cast(MessageInput, item), dkim=dkim)  # bytearray and memoryview are taken too
+    # bytearray and memoryview are taken too.
+    envelope = prepare_message(cast(MessageInput, message), sender=sender, recipients=recipients, dkim=dkim)
+    return with_options(envelope, cast(MessageInput, message), dsn, require_tls)
 
 
 def _set_target(reactor: Any, outcomes: Outcomes, target: int) -> None:

@@ -16,12 +16,10 @@ from twisted.internet import tcp
 
 __all__ = [
     "acknowledge_reads_at_once",
-    "authenticator",
     "discard_unread",
     "expect",
     "mark_tls_started",
     "on_refusal",
-    "set_authenticator",
     "tcp_socket",
     "tls_reader",
     "tls_started",
@@ -159,15 +157,6 @@ def tls_started(client: Any) -> bool:
 
 def mark_tls_started(client: Any) -> None:
     client._tlsMode = True
-
-
-def set_authenticator(client: Any, authenticator: Any) -> None:
-    """The SASL mechanism ESMTPClient's challenge handling uses (``_authinfo``)."""
-    client._authinfo = authenticator
-
-
-def authenticator(client: Any) -> Any:
-    return client._authinfo
 
 
 def on_refusal(client: Any, failed: Callable[[int, bytes], Any]) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import _messages, _reactor
+from .dsn import DSN, check_options, with_options
 from .errors import ConnectionLostError, SendTimeout, SMTPError
 from .message import MessageInput, prepare_message
 from .policy import Policy
@@ -53,6 +54,8 @@ def send(
     *,
     sender: str | None = None,
     recipients: Iterable[str] | str | None = None,
+    dsn: DSN | None = None,
+    require_tls: bool = False,
 ) -> SendResult:
     """Send one message and block until the server has answered it.
 
@@ -66,13 +69,20 @@ def send(
     and :class:`~syncsmtp.SendTimeout` is raised. Ctrl-C (KeyboardInterrupt)
     cancels the send the same way.
 
+    ``dsn`` asks for delivery status notifications (a :class:`~syncsmtp.DSN`,
+    RFC 3461); ``require_tls=True`` sends the message with REQUIRETLS (RFC
+    8689), which needs TLS with a verified certificate and a server that
+    offers it. See :doc:`delivery-options`.
+
     Returns a :class:`~syncsmtp.SendResult` (some recipients may be in its
     ``refused``); raises a :class:`~syncsmtp.SMTPError` subclass on failure,
     :class:`~syncsmtp.MessageError` before connecting when the input is bad.
     """
     check_policy(policy, "send()")
     deadline = check_timeout(timeout, "timeout", "send()")
+    check_options("send()", dsn, require_tls)
     envelope = prepare_message(message, sender=sender, recipients=recipients, dkim=policy.dkim)
+    envelope = with_options(envelope, message, dsn, require_tls)
 
     _reactor.check_caller()
     from ._engine import Progress, deliver

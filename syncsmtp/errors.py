@@ -33,12 +33,14 @@ __all__ = [
     "ConnectError",
     "ConnectionLostError",
     "EHLORequiredError",
+    "ExtensionNotOfferedError",
     "InsecureTLSWarning",
     "MessageError",
     "MessageRefused",
     "ProtocolError",
     "RecipientsRefused",
     "RefusedError",
+    "RequireTLSError",
     "SMTPError",
     "SendTimeout",
     "SenderRefused",
@@ -182,6 +184,21 @@ class EHLORequiredError(SMTPError, smtplib.SMTPHeloError):
     :exc:`smtplib.SMTPHeloError`."""
 
 
+class ExtensionNotOfferedError(SMTPError, smtplib.SMTPNotSupportedError):
+    """The send asked for an SMTP extension the server does not offer in its
+    EHLO reply: ``extension`` names it (``"DSN"`` for ``dsn=``,
+    ``"REQUIRETLS"`` for ``require_tls=True``). Raised before MAIL FROM:
+    nothing of the message was sent. Also an
+    :exc:`smtplib.SMTPNotSupportedError`."""
+
+    def __init__(self, message: str, *, extension: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.extension = extension
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "extension": self.extension}
+
+
 class TLSError(SMTPError):
     """TLS could not be used as the policy requires."""
 
@@ -190,6 +207,13 @@ class TLSRequiredError(TLSError, smtplib.SMTPNotSupportedError):
     """The policy requires TLS (or will not send credentials in plaintext),
     and the server does not offer STARTTLS. Also an
     :exc:`smtplib.SMTPNotSupportedError`."""
+
+
+class RequireTLSError(TLSError, smtplib.SMTPNotSupportedError):
+    """``require_tls=True`` (REQUIRETLS, RFC 8689), but the session is not
+    over TLS whose certificate was verified: plaintext, or a policy with
+    ``verify=False``. Raised before MAIL FROM: nothing of the message was
+    sent. Also an :exc:`smtplib.SMTPNotSupportedError`."""
 
 
 class TLSFailedError(TLSError, ssl.SSLError):
@@ -240,7 +264,13 @@ class AuthRequiredError(AuthError, smtplib.SMTPNotSupportedError):
 
 class AuthDeclinedError(AuthError, smtplib.SMTPAuthenticationError):
     """The server rejected the credentials. Also an
-    :exc:`smtplib.SMTPAuthenticationError`."""
+    :exc:`smtplib.SMTPAuthenticationError`.
+
+    ``server_error`` is what the server said about the failure during the
+    exchange, decoded: with OAuth2, its JSON error status (such as
+    ``{"status": "401", "schemes": "bearer"}``); None otherwise."""
+
+    server_error: dict[str, Any] | None = None
 
 
 class AuthMalformedChallengeError(AuthError):

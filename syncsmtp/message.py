@@ -23,6 +23,7 @@ from .errors import MessageError
 
 if TYPE_CHECKING:
     from .dkim import DKIM
+    from .dsn import DSN
 
 __all__ = ["MessageInput"]
 
@@ -65,6 +66,8 @@ class Envelope:
     length with every line break a CRLF, as SIZE counts it.
     ``international`` is True when an address is not ASCII, so the server must
     offer SMTPUTF8; ``eight_bit`` is True when the data has bytes above 127.
+    ``dsn`` and ``require_tls`` are the delivery options the send asked for
+    (see :mod:`syncsmtp.dsn`), which become parameters of MAIL FROM and RCPT TO.
     """
 
     sender: str
@@ -74,6 +77,8 @@ class Envelope:
     message_id: str | None
     international: bool
     eight_bit: bool
+    dsn: DSN | None = None
+    require_tls: bool = False
 
     @property
     def data(self) -> bytes:

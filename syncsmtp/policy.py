@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import _messages
+from . import auth as _auth
+from .auth import Authenticator
 from .dkim import DKIM
 from .errors import InsecureTLSWarning
 
@@ -21,8 +23,9 @@ TLSMode = Literal["starttls", "opportunistic", "implicit", "none"]
 _TLS_MODES: tuple[str, ...] = ("starttls", "opportunistic", "implicit", "none")
 _DEFAULT_PORTS = {"starttls": 587, "opportunistic": 587, "implicit": 465, "none": 25}
 
-#: The mechanisms syncsmtp can authenticate with, most secure first: its default order.
-SUPPORTED_AUTH_MECHANISMS: tuple[str, ...] = ("CRAM-MD5", "PLAIN", "LOGIN")
+#: The mechanisms syncsmtp can authenticate with, most secure first: its default order
+#: (OAuth2 ones with ``oauth2_token``, the others with a password).
+SUPPORTED_AUTH_MECHANISMS: tuple[str, ...] = _auth._BUILT_IN
 
 # URL scheme -> tls mode. "smtp://" is secure by default, like Policy itself.
 _URL_SCHEMES = {
@@ -90,7 +93,11 @@ class Policy:
     ``require_auth`` defaults to True when a ``username`` is given: a server
     that offers no usable mechanism is then an error rather than an
     unauthenticated send. ``auth_mechanisms`` is the order to prefer
-    (default: CRAM-MD5, PLAIN, LOGIN). ``helo_fallback`` allows HELO when EHLO
+    (default: ``authenticators`` first, then OAUTHBEARER, XOAUTH2, CRAM-MD5,
+    PLAIN, LOGIN, of those the credentials allow). ``oauth2_token`` (a token,
+    or a callable ``get_token(refresh: bool) -> str``) authenticates with
+    OAuth2 (see :doc:`oauth2`); ``authenticators`` adds SASL mechanisms
+    (:class:`~syncsmtp.Authenticator` objects). ``helo_fallback`` allows HELO when EHLO
     is refused; it is ignored when STARTTLS or authentication is required
     (with implicit TLS the connection is already encrypted, so it applies).
 
@@ -99,7 +106,7 @@ class Policy:
 
     ``host`` may be given by position; every other field only by keyword.
 
-    The password never appears in ``repr()`` or ``str()``.
+    The password and the OAuth2 token never appear in ``repr()`` or ``str()``.
     """
 
     host: str
@@ -120,6 +127,8 @@ class Policy:
     tls_ciphers: str | None = None
     chunking: bool = True
     dkim: DKIM | None = None
+    oauth2_token: str | Callable[[bool], str] | None = None
+    authenticators: tuple[Authenticator, ...] = ()
     # Whether ``port`` was left to follow ``tls`` (None when given): not an
     # argument, not compared, not shown.
     _port_follows_tls: bool = field(default=False, init=False, repr=False, compare=False)
@@ -138,6 +147,8 @@ class Policy:
             raise ValueError(_messages.must_be("Policy", "port", "an integer from 1 to 65535", self.port))
         self._check_flags()
         self._check_credentials()
+        object.__setattr__(self, "authenticators", _auth._check_authenticators(self.authenticators))
+        _auth._check_oauth2_token(self.oauth2_token, self.username)
         self._check_auth_mechanisms()
         self._check_files()
         self._check_dkim()
@@ -194,8 +205,11 @@ class Policy:
         if isinstance(given, str | bytes) or not isinstance(given, Iterable):
             raise ValueError(_messages.auth_mechanisms(SUPPORTED_AUTH_MECHANISMS, given))
         names = tuple(name.upper() if isinstance(name, str) else "" for name in given)
-        if not names or any(name not in SUPPORTED_AUTH_MECHANISMS for name in names):
+        if not names or not all(names):
             raise ValueError(_messages.auth_mechanisms(SUPPORTED_AUTH_MECHANISMS, given))
+        wrong = _auth._check_mechanism_names(names, self.oauth2_token, self.authenticators)
+        if wrong:
+            raise ValueError(wrong)
         object.__setattr__(self, "auth_mechanisms", names)
 
     def _check_files(self) -> None:
@@ -235,7 +249,14 @@ class Policy:
     @property
     def mechanisms(self) -> tuple[str, ...]:
         """The AUTH mechanisms to try, in order of preference."""
-        return self.auth_mechanisms or SUPPORTED_AUTH_MECHANISMS
+        return tuple(item.mechanism for item in self.sasl_authenticators())
+
+    def sasl_authenticators(self) -> tuple[Authenticator, ...]:
+        """The authenticators AUTH tries, in order of preference (``auth_mechanisms``, else the default)."""
+        usable = _auth._usable(password=self.password, oauth2_token=self.oauth2_token,
+                               authenticators=self.authenticators)
+        order = self.auth_mechanisms or tuple(usable)
+        return tuple(usable[name] for name in order if name in usable)
 
     @property
     def address(self) -> str:
@@ -261,8 +282,8 @@ class Policy:
             if not item.init:
                 continue
             value = getattr(self, item.name)
-            if item.name == "password" and value is not None:
-                shown.append("password='<redacted>'")
+            if item.name in ("password", "oauth2_token") and value is not None:
+                shown.append(f"{item.name}='<redacted>'")
             elif value != item.default or item.name in ("host", "port", "tls"):
                 shown.append(f"{item.name}={value!r}")
         return f"Policy({', '.join(shown)})"
@@ -331,7 +352,8 @@ def unverified_copy(policy: Policy) -> Policy:
     did not verify, to show what it is. Nothing is ever sent over it."""
     token = _LIBRARY_UNVERIFIED.set(True)
     try:
-        return policy.with_options(verify=False, username=None, password=None, require_auth=None)
+        return policy.with_options(verify=False, username=None, password=None, require_auth=None,
+                                   oauth2_token=None, auth_mechanisms=None)
     finally:
         _LIBRARY_UNVERIFIED.reset(token)
 

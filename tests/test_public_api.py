@@ -23,8 +23,8 @@ import syncsmtp
 
 # -- exports ---------------------------------------------------------------------------------------
 
-PUBLIC_MODULES = ["syncsmtp.client", "syncsmtp.errors", "syncsmtp.mailer", "syncsmtp.message",
-                  "syncsmtp.policy", "syncsmtp.result"]
+PUBLIC_MODULES = ["syncsmtp.auth", "syncsmtp.client", "syncsmtp.errors", "syncsmtp.mailer",
+                  "syncsmtp.message", "syncsmtp.policy", "syncsmtp.result"]
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

@@ -345,6 +345,8 @@ EXPECTED: dict[str, tuple[type[BaseException], ...]] = {
     "EHLORequiredError": (smtplib.SMTPHeloError,),
     "TLSError": (smtplib.SMTPException,),
     "TLSRequiredError": (smtplib.SMTPNotSupportedError,),
+    "RequireTLSError": (smtplib.SMTPNotSupportedError,),
+    "ExtensionNotOfferedError": (smtplib.SMTPNotSupportedError,),
     "TLSFailedError": (ssl.SSLError,),
     "CertificateError": (ssl.SSLCertVerificationError, ValueError),
     "AuthError": (smtplib.SMTPException,),

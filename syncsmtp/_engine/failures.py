@@ -7,9 +7,11 @@ gets, with a message that says what happened and what to do (no Twisted here).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ..errors import (
     AuthDeclinedError,
+    AuthError,
     AuthMalformedChallengeError,
     AuthRequiredError,
     AuthServerError,
@@ -17,9 +19,11 @@ from ..errors import (
     ConnectError,
     ConnectionLostError,
     EHLORequiredError,
+    ExtensionNotOfferedError,
     MessageRefused,
     ProtocolError,
     RecipientsRefused,
+    RequireTLSError,
     SenderRefused,
     SendTimeout,
     SessionRefused,
@@ -196,14 +200,34 @@ def auth_required(where: str, offered: set[bytes], allowed: tuple[str, ...]) -> 
     )
 
 
-def auth_declined(where: str, username: str | None, mechanism: str | None,
-                  reply: Reply) -> AuthDeclinedError:
+def auth_declined(where: str, username: str | None, mechanism: str | None, reply: Reply,
+                  server_error: Mapping[str, Any] | None = None) -> AuthDeclinedError:
     later = " (a temporary failure: try again later)" if reply.transient else ""
-    return AuthDeclinedError(
-        f"{where} rejected the credentials for {username!r} with {mechanism}: {reply}; check the "
-        f"user name and password{later}",
-        reply=reply,
+    if mechanism in ("XOAUTH2", "OAUTHBEARER"):
+        status = f" (the server's OAuth2 error status: {dict(server_error)})" if server_error else ""
+        error = AuthDeclinedError(
+            f"{where} rejected the OAuth2 token for {username!r} with {mechanism}: {reply}{status}; "
+            f"check that the token is for this user and has the scope SMTP needs{later}",
+            reply=reply,
+        )
+    else:
+        error = AuthDeclinedError(
+            f"{where} rejected the credentials for {username!r} with {mechanism}: {reply}; check "
+            f"the user name and password{later}",
+            reply=reply,
+        )
+    error.server_error = dict(server_error) if server_error else None
+    return error
+
+
+def auth_begin_failed(where: str, mechanism: str | None, cause: BaseException) -> AuthError:
+    """An authenticator (an OAuth2 token callable, say) raised instead of starting AUTH."""
+    error = AuthError(
+        f"could not authenticate with {where}: getting the {mechanism} credentials raised "
+        f"{type(cause).__name__}: {cause}"
     )
+    error.__cause__ = cause
+    return error
 
 
 def auth_refused(where: str, mechanism: str | None, reply: Reply) -> AuthServerError:
@@ -234,6 +258,31 @@ def too_big(where: str, size: int, limit: int) -> MessageRefused:
     return MessageRefused(
         f"the message is {size} bytes, and {where} accepts at most {limit} (its SIZE); nothing "
         "was sent"
+    )
+
+
+def dsn_missing(where: str) -> ExtensionNotOfferedError:
+    return ExtensionNotOfferedError(
+        f"{where} does not offer DSN, and this message asks for delivery status notifications; "
+        "nothing was sent. Use DSN(..., required=False) to send without them",
+        extension="DSN",
+    )
+
+
+def requiretls_missing(where: str) -> ExtensionNotOfferedError:
+    return ExtensionNotOfferedError(
+        f"{where} does not offer REQUIRETLS, and this message was sent with require_tls=True; "
+        "nothing was sent. The server cannot promise to relay it over TLS only",
+        extension="REQUIRETLS",
+    )
+
+
+def requiretls_without_tls(where: str, encrypted: bool) -> RequireTLSError:
+    why = ("the policy does not verify its certificate (verify=False)" if encrypted
+           else "the session is not encrypted")
+    return RequireTLSError(
+        f"require_tls=True needs TLS with a verified certificate, but with {where} {why}; "
+        "nothing was sent. Use tls='starttls' or 'implicit' with verify=True"
     )
 
 

@@ -70,6 +70,11 @@ class CommandQueue:
         self._owners.append(owner)
 
     @property
+    def pending(self) -> int:
+        """How many replies are still awaited."""
+        return len(self._expected)
+
+    @property
     def answering(self) -> object | None:
         """The message the next reply belongs to (None: the session's own)."""
         return self._owners[0] if self._owners else None

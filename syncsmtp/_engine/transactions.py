@@ -75,9 +75,17 @@ class Transactions(CommandQueue):
 
     def refusal(self, envelope: Envelope) -> SMTPError | None:
         """Why this server cannot take the message, known before anything is sent."""
-        caps, where = self._session.capabilities, self._session.policy.address
+        session = self._session
+        caps, where = session.capabilities, session.policy.address
         if envelope.international and b"SMTPUTF8" not in caps:
             return failures.smtputf8_missing(where)
+        if envelope.require_tls:
+            if session.tls is None or not session.policy.verify:
+                return failures.requiretls_without_tls(where, session.tls is not None)
+            if b"REQUIRETLS" not in caps:
+                return failures.requiretls_missing(where)
+        if envelope.dsn is not None and envelope.dsn.required and b"DSN" not in caps:
+            return failures.dsn_missing(where)
         limit = size_limit(caps)
         if limit is not None and limit < envelope.size:
             return failures.too_big(where, envelope.size, limit)
@@ -101,9 +109,15 @@ class Transactions(CommandQueue):
             params += b" BODY=8BITMIME"
         if envelope.international:
             params += b" SMTPUTF8"
+        dsn = envelope.dsn if b"DSN" in caps else None
+        if dsn is not None:
+            params += dsn.mail_parameters()
+        if envelope.require_tls:
+            params += b" REQUIRETLS"
         encoding = "utf-8" if envelope.international else "ascii"
         mail = b"MAIL FROM:<" + envelope.sender.encode(encoding) + b">" + params
-        rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" for r in envelope.recipients]
+        rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" + (dsn.rcpt_parameters(r) if dsn else b"")
+                 for r in envelope.recipients]
         rset = [b"RSET"] if self.needs_rset or follows else []
         self.needs_rset = False
         if b"PIPELINING" not in caps:

@@ -26,6 +26,11 @@ class ReceivedMessage:
     ``raw`` is the chunks' octets as they came, one after the other, and
     ``data`` the same bytes, since BDAT has neither stuffing nor terminator;
     ``via`` is ``"BDAT"`` and ``chunks`` the size of each chunk, in order.
+
+    ``mail_options`` are the parameters of MAIL FROM (``"SIZE=1234"``,
+    ``"RET=HDRS"``, ``"ENVID=order+2B42"``, ``"REQUIRETLS"``...), as they came;
+    ``rcpt_options`` those of each RCPT TO, in the order of ``recipients``
+    (``("NOTIFY=FAILURE,DELAY", "ORCPT=rfc822;bob@example.com")``).
     """
 
     sender: str
@@ -39,6 +44,7 @@ class ReceivedMessage:
     client_certificate: str | None = None
     via: Literal["DATA", "BDAT"] = "DATA"
     chunks: tuple[int, ...] = ()
+    rcpt_options: tuple[tuple[str, ...], ...] = ()
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -50,12 +56,14 @@ class ReceivedMessage:
 
 @dataclass(frozen=True)
 class Envelope:
-    """A transaction's sender, recipients and MAIL FROM parameters, as they stood when its
-    content began (later commands cannot change what the message is recorded with)."""
+    """A transaction's sender, recipients and MAIL FROM parameters (and each RCPT TO's),
+    as they stood when its content began (later commands cannot change what the message
+    is recorded with)."""
 
     sender: str
     recipients: tuple[str, ...]
     mail_options: tuple[str, ...]
+    rcpt_options: tuple[tuple[str, ...], ...] = ()
     # Twisted's sender object, new for each accepted MAIL FROM: BDAT chunks belong to
     # the transaction they began in, and whatever ends it (RSET, EHLO, STARTTLS, ...)
     # replaces or clears that object, without a hook in each command.

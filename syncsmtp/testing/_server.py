@@ -53,7 +53,12 @@ class SMTPTestServer(FaultScripting):
 
     With ``"CHUNKING"`` among ``extensions`` it also takes messages by BDAT
     (RFC 3030), chunk octets read raw; not by default, so that clients keep
-    using DATA with it unless a test asks.
+    using DATA with it unless a test asks. With ``"DSN"`` it takes RET and
+    ENVID on MAIL FROM and NOTIFY and ORCPT on RCPT TO (RFC 3461); with
+    ``"REQUIRETLS"`` (announced once the connection is encrypted, RFC 8689)
+    the REQUIRETLS parameter. Without them, those parameters are refused with
+    ``555``; malformed, with ``501``. :class:`ReceivedMessage` records every
+    parameter as it came (``mail_options``, ``rcpt_options``).
     """
 
     def __init__(

@@ -6,16 +6,15 @@
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Any
 
 from twisted.internet import protocol
 from twisted.mail import smtp
 
-from ._addresses import envelope_refusal
 from ._chunking import ChunkingStream
 from ._core import ServerCore, SessionSettings
 from ._delivery import Delivery, MalformedResponse, auth_portal, challengers
+from ._params import announced, command_refusal
 from ._received import Envelope, ReceivedMessage
 from ._script import Fault
 from ._tls import client_certificate_name
@@ -52,6 +51,8 @@ class Session(smtp.ESMTP):
         self._stalled = False
         self._data_lines: list[bytes] | None = None
         self._mail_options: tuple[str, ...] = ()
+        # id() of an entry of Twisted's _to (alive while it is there) -> its RCPT TO parameters.
+        self._rcpt_options: dict[int, tuple[str, ...]] = {}
         self._envelope: Envelope | None = None  # of the DATA in progress
         self._stream = ChunkingStream(self)
         self.auth_user: str | None = None
@@ -92,7 +93,8 @@ class Session(smtp.ESMTP):
         if self._from is None or not self._to:
             return None
         recipients = tuple(str(user.dest) for user, _ in self._to)
-        return Envelope(str(self._from), recipients, self._mail_options, key=self._from)
+        return Envelope(str(self._from), recipients, self._mail_options,
+                        tuple(self._rcpt_options.get(id(entry), ()) for entry in self._to), key=self._from)
 
     def end_envelope(self) -> None:
         self._from = None
@@ -150,7 +152,8 @@ class Session(smtp.ESMTP):
         extensions[b"ENHANCEDSTATUSCODES"] = None
         for keyword in self.settings.extensions:
             name, _, value = keyword.partition(" ")
-            extensions[name.upper().encode()] = [value.encode()] if value else None
+            if announced(name.upper(), self.settings, self.secure):
+                extensions[name.upper().encode()] = [value.encode()] if value else None
         return extensions
 
     def do_EHLO(self, rest: bytes) -> None:  # noqa: N802
@@ -220,35 +223,28 @@ class Session(smtp.ESMTP):
         self.sendCode(535, b"5.7.8 Authentication credentials invalid")
 
     def do_MAIL(self, rest: bytes) -> None:  # noqa: N802
-        match = self.mail_re.match(rest)
-        if match and self._refused_envelope(match, recipient=False):
+        options, refusal = command_refusal(self.mail_re.match(rest), self.settings, self.secure,
+                                           recipient=False)
+        if refusal is not None:
+            self.sendCode(*refusal)
             return
-        options = match.group("opts") if match else None
-        self._mail_options = tuple(o.decode("utf-8", "replace") for o in (options or b"").split())
-        limit = self.settings.size_limit()
-        for option in self._mail_options:
-            name, _, value = option.partition("=")
-            if name.upper() == "SIZE" and limit and value.isdigit() and int(value) > limit:
-                self.sendCode(552, b"5.3.4 Message size exceeds fixed limit")
-                return
+        self._mail_options = options
+        self._rcpt_options.clear()
         super().do_MAIL(rest)
 
     def do_RCPT(self, rest: bytes) -> None:  # noqa: N802
         if self._stream.in_transaction():
             self.sendCode(503, b"5.5.1 Bad sequence of commands: RCPT TO after BDAT")
             return
-        match = self.rcpt_re.match(rest)
-        if match and self._refused_envelope(match, recipient=True):
-            return
-        super().do_RCPT(rest)
-
-    def _refused_envelope(self, match: re.Match[bytes], *, recipient: bool) -> bool:
-        """Refuse a control character in the path or after it (Twisted's parser takes one
-        inside quotes, and a lone LF there would become a header line wherever it is saved)."""
-        refusal = envelope_refusal(match.group("path"), match.string[match.end("path"):], recipient=recipient)
+        options, refusal = command_refusal(self.rcpt_re.match(rest), self.settings, self.secure,
+                                           recipient=True)
         if refusal is not None:
             self.sendCode(*refusal)
-        return refusal is not None
+            return
+        count = len(self._to)
+        super().do_RCPT(rest)  # validateTo answers at once: the entry is there when accepted
+        if len(self._to) > count:
+            self._rcpt_options[id(self._to[-1])] = options
 
     def _cbFromValidate(self, from_email: Any, code: int = 250, msg: bytes = b"") -> None:  # noqa: N802
         super()._cbFromValidate(from_email, 250, b"2.1.0 Sender OK")
@@ -302,6 +298,7 @@ class Session(smtp.ESMTP):
             data=data,
             raw=raw,
             mail_options=envelope.mail_options,
+            rcpt_options=envelope.rcpt_options,
             helo=(self._helo[0] or b"").decode("utf-8", "replace") if self._helo else "",
             tls=self.secure,
             auth_user=self.auth_user,
