@@ -120,9 +120,9 @@ __all__ = [
     "TLSInfo",
     "TLSMode",
     "TLSRequiredError",
+    "ThrottleEvent",
     "TokenSource",
     "XOAuth2",
-    "ThrottleEvent",
     "check",
     "send",
 ]
