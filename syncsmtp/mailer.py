@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _messages, _reactor
 from ._send_many import Outcomes, Outgoing, Watch, check_messages, prepare_item, progress_bar
 from .client import DEFAULT_TIMEOUT, check_policy, check_timeout, wait_for_outcome
+from .dsn import DSN, check_options, with_options
 from .errors import MessageError, SendTimeout, SMTPError
 from .message import Envelope, MessageInput, prepare_message
 from .policy import Policy
@@ -204,12 +205,16 @@ class Mailer:
         *,
         sender: str | None = None,
         recipients: Iterable[str] | str | None = None,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> SendResult:
         """Send one message over a pooled connection; like :func:`syncsmtp.send`
-        otherwise (same arguments, result and errors). ``timeout`` includes any
-        wait for a free connection."""
+        otherwise (same arguments, ``dsn`` and ``require_tls`` included; same
+        result and errors). ``timeout`` includes any wait for a free connection."""
         deadline = check_timeout(timeout, "timeout", "Mailer.send()")
+        check_options("Mailer.send()", dsn, require_tls)
         envelope = prepare_message(message, sender=sender, recipients=recipients, dkim=self.policy.dkim)
+        envelope = with_options(envelope, message, dsn, require_tls)
         _reactor.check_caller()
         pool = self._current_pool()
         from ._engine import Progress
@@ -231,6 +236,8 @@ class Mailer:
         retries: int = 0,
         backoff: float = 1.0,
         progress: bool = False,
+        dsn: DSN | None = None,
+        require_tls: bool = False,
     ) -> SendReport:
         """Send every message of ``messages`` over the pool and report on all of them.
 
@@ -253,6 +260,9 @@ class Mailer:
         say how the server slowed the batch down. ``progress=True`` shows a
         progress bar when tqdm is installed (extra ``progress``). Ctrl-C
         stops the batch and drops the connections that were sending.
+
+        ``dsn`` and ``require_tls`` apply to every message, as ``send()``
+        takes them; an :class:`~syncsmtp.Outgoing` item may set its own.
         """
         where = "Mailer.send_many()"
         check_messages(messages)
@@ -263,6 +273,7 @@ class Mailer:
         backoff = check_timeout(backoff, "backoff", where)
         if not isinstance(progress, bool):
             raise ValueError(_messages.flag(where, "progress", progress))
+        check_options(where, dsn, require_tls)
         started = time.monotonic()
         _reactor.check_caller()
         pool = self._current_pool()
@@ -284,7 +295,7 @@ class Mailer:
             for message in remaining:
                 # Prepared while the reactor sends the ones before.
                 try:
-                    chunk.append((len(results), prepare_item(message, self.policy.dkim)))
+                    chunk.append((len(results), prepare_item(message, self.policy.dkim, dsn, require_tls)))
                     results.append(None)
                 except MessageError as error:
                     results.append(error)
