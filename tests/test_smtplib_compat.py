@@ -399,6 +399,7 @@ EXTRA_FIELDS = {
     "RecipientsRefused": ("refused", "recipients"),
     "TLSFailedError": ("library", "reason"),
     "CertificateError": ("library", "reason", "verify_code", "verify_message"),
+    "ExtensionNotOfferedError": ("extension",),
 }
 
 
@@ -418,6 +419,7 @@ def test_every_error_pickles_with_every_field() -> None:
         "RecipientsRefused": {"refused": {"a@example.com": reply,
                                           "b@example.com": syncsmtp.Reply(550, None, "no")}},
         "CertificateError": {"verify_code": 62, "verify_message": "Hostname mismatch"},
+        "ExtensionNotOfferedError": {"extension": "REQUIRETLS"},
     }
     for name in error_names():
         error = getattr(syncsmtp, name)("what happened", **common, **extra.get(name, {}))
