@@ -171,8 +171,7 @@ class AuthSteps(SessionBase):
             # to its challenge; the exchange only learns what it says.
             with contextlib.suppress(Exception):  # nothing to learn from a malformed challenge
                 self._exchange.respond(base64.b64decode(resp, validate=True))
-        if code != 504 and self._exchange is not None and self._auth_retries < MAX_AUTH_RETRIES \
-                and (code == 334 or self._retry_wanted(reply)):
+        if code == 334 or self._retry_wanted(reply):
             self._drain_pipelined(reply)
             return False
         error = (failures.auth_refused(self.policy.address, self._auth_name, reply) if code == 504

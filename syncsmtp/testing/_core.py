@@ -36,13 +36,15 @@ class SessionSettings:
     ehlo: bool
     #: AUTH takes any user name and password (``syncsmtp serve --auth-any``).
     accept_any_credentials: bool = False
+    #: ``check(user, token)``: whether an OAuth2 bearer token is valid now (None: no OAuth2).
+    oauth2_check: Callable[[str, str], bool] | None = field(default=None, repr=False)
     #: The ``IOpenSSLServerConnectionCreator`` for TLS, None with ``tls="none"``.
     tls_creator: Any = field(default=None, repr=False)
 
     @property
     def offers_auth(self) -> bool:
         """True when AUTH is offered at all (on an encrypted connection, or on any)."""
-        return bool(self.users) or self.accept_any_credentials
+        return bool(self.users) or self.accept_any_credentials or self.oauth2_check is not None
 
     def size_limit(self) -> int:
         """The SIZE announced among the extensions, or 0 for none."""

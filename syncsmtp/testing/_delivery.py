@@ -20,6 +20,7 @@ from twisted.mail.interfaces import IChallengeResponse
 from zope.interface import implementer
 
 from ._core import SessionSettings
+from ._oauth2 import OAUTH2_MECHANISMS, OAuth2Checker, OAuth2Credentials
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -59,6 +60,8 @@ CHALLENGERS: dict[str, Any] = {
     "PLAIN": PlainCredentials,
     "LOGIN": smtp.LOGINCredentials,
     "CRAM-MD5": credentials.CramMD5Credentials,
+    "XOAUTH2": OAuth2Credentials,
+    "OAUTHBEARER": OAuth2Credentials,
 }
 
 
@@ -123,10 +126,15 @@ def challengers(settings: SessionSettings) -> dict[bytes, Any]:
     if not settings.offers_auth:
         return {}
     cram_md5 = functools.partial(credentials.CramMD5Credentials, settings.hostname.encode("idna"))
-    return {
-        name.encode(): cram_md5 if name == "CRAM-MD5" else CHALLENGERS[name]
-        for name in settings.auth_mechanisms
-    }
+    offered: dict[bytes, Any] = {}
+    passwords = bool(settings.users) or settings.accept_any_credentials
+    for name in settings.auth_mechanisms:
+        if name in OAUTH2_MECHANISMS:
+            if settings.oauth2_check is not None:
+                offered[name.encode()] = functools.partial(OAuth2Credentials, name, settings.oauth2_check)
+        elif passwords:
+            offered[name.encode()] = cram_md5 if name == "CRAM-MD5" else CHALLENGERS[name]
+    return offered
 
 
 def auth_portal(settings: SessionSettings, delivery: Delivery) -> portal.Portal:
@@ -137,4 +145,7 @@ def auth_portal(settings: SessionSettings, delivery: Delivery) -> portal.Portal:
             **{user: password.encode() for user, password in settings.users.items()}
         )
     realm: Any = Realm(delivery)  # (mypy does not see zope's @implementer)
-    return portal.Portal(realm, [checker])
+    checkers_: list[Any] = [checker]
+    if settings.oauth2_check is not None:
+        checkers_.append(OAuth2Checker())
+    return portal.Portal(realm, checkers_)

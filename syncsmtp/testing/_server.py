@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeVar, cast
@@ -18,6 +19,7 @@ from ._addresses import check_listen_host
 from ._certs import certificates
 from ._core import ServerCore, SessionSettings
 from ._delivery import CHALLENGERS
+from ._oauth2 import OAUTH2_MECHANISMS
 from ._received import ReceivedMessage
 from ._script import STAGES, FaultScripting
 from ._session import SessionFactory
@@ -59,6 +61,14 @@ class SMTPTestServer(FaultScripting):
     the REQUIRETLS parameter. Without them, those parameters are refused with
     ``555``; malformed, with ``501``. :class:`ReceivedMessage` records every
     parameter as it came (``mail_options``, ``rcpt_options``).
+
+    ``oauth2_tokens`` maps user names to the OAuth2 bearer token valid for
+    each now; with it, OAUTHBEARER and XOAUTH2 are offered too (unless
+    ``auth_mechanisms`` names one of them: then exactly those listed). A token
+    that is not the user's current one is refused the way RFC 7628 says: a
+    ``334`` failure challenge with a JSON status, then ``535`` after the
+    client's answer. Change ``server.oauth2_tokens[user]`` to expire a token:
+    the change applies at once, also on connections already open.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class SMTPTestServer(FaultScripting):
         *,
         tls: Literal["starttls", "implicit", "none"] = "starttls",
         users: Mapping[str, str] | None = None,
+        oauth2_tokens: Mapping[str, str] | None = None,
         auth_mechanisms: Sequence[str] = ("PLAIN", "LOGIN", "CRAM-MD5"),
         auth_requires_tls: bool = True,
         require_auth: bool = False,
@@ -85,6 +96,7 @@ class SMTPTestServer(FaultScripting):
             raise ValueError(f"unknown AUTH mechanisms {unknown}; known: {', '.join(CHALLENGERS)}")
         self.tls = tls
         self.users = dict(users or {})
+        self.oauth2_tokens = dict(oauth2_tokens or {})
         self.auth_mechanisms = tuple(m.upper() for m in auth_mechanisms)
         self.auth_requires_tls = auth_requires_tls
         self.require_auth = require_auth
@@ -199,6 +211,8 @@ class SMTPTestServer(FaultScripting):
             options["ca_file"] = self.ca_file
         if len(self.users) == 1 and self.tls != "none":
             ((options["username"], options["password"]),) = self.users.items()
+        elif len(self.oauth2_tokens) == 1 and self.tls != "none":
+            ((options["username"], options["oauth2_token"]),) = self.oauth2_tokens.items()
         options.update(overrides)
         return Policy(**options)
 
@@ -213,14 +227,22 @@ class SMTPTestServer(FaultScripting):
             tls=self.tls,
             hostname=self.hostname,
             users=dict(self.users),
-            auth_mechanisms=self.auth_mechanisms,
+            auth_mechanisms=self.auth_mechanisms if not self.oauth2_tokens
+            or set(self.auth_mechanisms) & set(OAUTH2_MECHANISMS)
+            else self.auth_mechanisms + OAUTH2_MECHANISMS,
             auth_requires_tls=self.auth_requires_tls,
             require_auth=self.require_auth,
             extensions=self.extensions,
             ehlo=self.ehlo,
             accept_any_credentials=self._accept_any_credentials,
             tls_creator=self._server_tls if self.tls != "none" else None,
+            oauth2_check=self._oauth2_token_valid if self.oauth2_tokens else None,
         )
+
+    def _oauth2_token_valid(self, user: str, token: str) -> bool:
+        # Read when the exchange reads the token: a change by the test applies at once.
+        current = self.oauth2_tokens.get(user)
+        return current is not None and hmac.compare_digest(current.encode(), token.encode())
 
     # -- what the test inspects ------------------------------------------------------------------
 
