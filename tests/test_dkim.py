@@ -18,14 +18,17 @@ from typing import Any
 
 import django
 import dkim  # type: ignore[import-untyped]
+import flask
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core import mail
 from django.test import override_settings
+from django.views.debug import SafeExceptionReporterFilter
 from postfix import PostfixInstance
 
 import syncsmtp
+import syncsmtp.flask
 from syncsmtp.testing import ReceivedMessage, SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
@@ -362,6 +365,22 @@ def test_django_setting_signs(smtp_server_factory: ServerFactory) -> None:
                            EMAIL_PORT=server.port, EMAIL_USE_TLS=False, EMAIL_HOST_USER="",
                            EMAIL_HOST_PASSWORD="", SYNCSMTP={"dkim": dkim_setting}):
         sent = mail.send_mail("from django", ".body\n", "ann@example.com", ["bob@example.com"])
+        shown = SafeExceptionReporterFilter().get_safe_settings()["SYNCSMTP"]
     assert sent == 1
     (received,) = server.wait_for(1)
     assert verify(received.data, "ed25519")
+    # Django's error reports hide it: its name has KEY in it.
+    assert shown["dkim"]["private_key"] != dkim_setting["private_key"]
+    assert shown["dkim"]["selector"] == "s1"
+
+
+def test_flask_setting_signs(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    app = flask.Flask("dkim")
+    app.config.update(MAIL_SERVER=server.host, MAIL_PORT=server.port, MAIL_DEFAULT_SENDER="ann@example.com",
+                      SYNCSMTP={"dkim": {"domain": DOMAIN, "selector": "s1", "private_key": _pem(_RSA)}})
+    extension = syncsmtp.flask.Mail(app)
+    with app.app_context():
+        extension.send(syncsmtp.flask.Message("from flask", recipients=["bob@example.com"], body=".x\n"))
+    (received,) = server.wait_for(1)
+    assert verify(received.data, "rsa")
