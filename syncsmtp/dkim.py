@@ -41,6 +41,8 @@ _NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # RFC 8301: RSA keys shorter than 1024 bits are not to be used (2048 recommended).
 _MIN_RSA_BITS = 1024
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_LINE_BREAK = re.compile(rb"\r?\n")
 _INSTALL = "pip install -e '.[dkim]' from a checkout, or the wheel with [dkim]"
 
 
@@ -129,8 +131,9 @@ class DKIM:
     def sign(self, message: bytes) -> bytes:
         """The ``DKIM-Signature`` header field (name, folded value, CRLF) for
         ``message``, the whole message as it goes on the wire (CRLF line
-        ends, no dot-stuffing). A send puts it first in the message; this is
-        for signing outside a send. :class:`~syncsmtp.MessageError` when the
+        ends, no dot-stuffing: what is signed must reach the receiver as it
+        is). A send puts it first in the message; this is for signing
+        outside a send. :class:`~syncsmtp.MessageError` when the
         message has no From header."""
         dkim = importlib.import_module("dkim")  # dkimpy, untyped; checked for when made
         include = _header_list(message, self.headers)
@@ -266,13 +269,13 @@ def _require_dkimpy(algorithm: str) -> None:
 
 
 def _header_list(message: bytes, headers: tuple[str, ...] | None) -> list[bytes]:
-    """The ``h=`` list for ``message`` (CRLF line ends): ``headers``, or the
-    default ones the message has, each occurrence, and From once more."""
-    end = message.find(b"\r\n\r\n")
-    head = message[: end + 2] if end >= 0 else message
+    """The ``h=`` list for ``message``: ``headers``, or the default ones the
+    message has, each occurrence, and From once more."""
+    end = _HEADER_END.search(message)
+    head = message[: end.start()] if end else message
     present = [
         line.partition(b":")[0].strip().lower()
-        for line in head.split(b"\r\n")
+        for line in _LINE_BREAK.split(head)
         if line and line[:1] not in (b" ", b"\t")
     ]
     if b"from" not in present:

@@ -13,6 +13,7 @@ import email.message
 import email.policy
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,7 +89,12 @@ def make_message(body: str = "hello\n", subject: str = "dkim test") -> email.mes
 
 def signature_of(received: ReceivedMessage) -> dict[bytes, bytes]:
     assert received.data.startswith(b"DKIM-Signature: ")
-    parsed = email.message_from_bytes(received.data, policy=email.policy.compat32)
+    return signature_of_header(received.data)
+
+
+def signature_of_header(data: bytes) -> dict[bytes, bytes]:
+    """The tags of the first DKIM-Signature in ``data``, white space removed."""
+    parsed = email.message_from_bytes(data, policy=email.policy.compat32)
     value = str(parsed["DKIM-Signature"]).replace("\r\n", "").replace("\n", "")
     return dict(
         (name.strip().encode(), text.strip().replace(" ", "").replace("\t", "").encode())
@@ -384,3 +390,34 @@ def test_flask_setting_signs(smtp_server_factory: ServerFactory) -> None:
         extension.send(syncsmtp.flask.Message("from flask", recipients=["bob@example.com"], body=".x\n"))
     (received,) = server.wait_for(1)
     assert verify(received.data, "rsa")
+
+
+def test_signed_in_the_callers_thread_and_counted_in_size(smtp_server_factory: ServerFactory,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    server = smtp_server_factory(tls="none", extensions=("8BITMIME", "SIZE 1000000"))
+    threads: list[threading.Thread] = []
+    sign = syncsmtp.DKIM.sign
+
+    def recording_sign(self: syncsmtp.DKIM, message: bytes) -> bytes:
+        threads.append(threading.current_thread())
+        return sign(self, message)
+
+    monkeypatch.setattr(syncsmtp.DKIM, "sign", recording_sign)
+    syncsmtp.send(make_message(), server.policy(dkim=signer("ed25519")), timeout=30)
+    assert threads == [threading.current_thread()]
+    (received,) = server.wait_for(1)
+    assert f"SIZE={len(received.data)}" in received.mail_options
+    assert verify(received.data, "ed25519")
+
+
+def test_sign_alone() -> None:
+    """DKIM.sign() for a message sent some other way: the header to put first."""
+    data = b"Received: by relay\r\nFrom: ann@example.com\r\nSubject: alone\r\n\r\nbody\r\n"
+    header = signer("rsa").sign(data)
+    assert header.startswith(b"DKIM-Signature: ") and header.endswith(b"\r\n")
+    assert verify(header + data, "rsa")
+    assert signature_of_header(header)[b"h"] == b"from:subject:from"
+    lf_data = data.replace(b"\r\n", b"\n")
+    assert verify(signer("ed25519").sign(lf_data) + lf_data, "ed25519")
+    with pytest.raises(syncsmtp.MessageError, match="no From header"):
+        signer("rsa").sign(b"Subject: x\r\nX-From: ann@example.com\r\n\r\nFrom: ann@example.com\r\n")
