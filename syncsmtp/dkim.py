@@ -72,10 +72,14 @@ class DKIM:
     name the one the key implies; by default it is taken from the key.
 
     Canonicalisation is relaxed/relaxed. ``headers`` lists the header fields
-    to sign, in place of the default (those of :attr:`DEFAULT_HEADERS` that the message
-    has, each occurrence, and From once more, so that no second From can be
-    added); it must name From. Received, Return-Path, Bcc
-    and DKIM-Signature are never signed.
+    to sign, in place of the default: those of :attr:`DEFAULT_HEADERS` that
+    the message has, each occurrence, and From once more, so that no second
+    From can be added. It must name From; Received, Return-Path, Bcc and
+    DKIM-Signature are never signed.
+
+    A message is signed in the thread that sends it, over its bytes exactly as
+    the server receives them (CRLF line ends, DATA's dot-stuffing undone), so
+    it is held in memory whole while it is signed and sent (see :doc:`dkim`).
 
     Everything is checked here, before any connection: a bad name, key or
     header list, or dkimpy not installed, is a :class:`~syncsmtp.MessageError`
