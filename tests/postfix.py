@@ -1,7 +1,10 @@
 """A real Postfix (with Dovecot SASL) on 127.0.0.1, started and stopped by the tests.
 
 STARTTLS with a certificate from syncsmtp's test CA, AUTH PLAIN/LOGIN/CRAM-MD5
-through Dovecot (user ``user1``, password ``pass1``), AUTH only after STARTTLS,
+through Dovecot (user ``user1``, password ``pass1``), XOAUTH2 and OAUTHBEARER
+through Dovecot's ``oauth2`` passdb, which asks a token-introspection endpoint
+that this harness runs on 127.0.0.1 (:class:`Introspection`; its
+``tokens`` maps each valid token to its user), AUTH only after STARTTLS,
 and mail for @example.com delivered into a Maildir. Its own configuration
 directory, queue and port: the system's Postfix instance is never touched.
 
@@ -11,13 +14,17 @@ Also Postfix's ``smtp-sink``, the load target of the benchmarks.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from syncsmtp.testing._certs import certificates
 
@@ -57,6 +64,50 @@ def wait_for_port(port: int, seconds: float) -> bool:
     return False
 
 
+class Introspection:
+    """An OAuth2 token-introspection endpoint (RFC 7662) on 127.0.0.1, in a
+    thread: ``POST /introspect`` with ``token=T`` answers
+    ``{"active": true, "username": U}`` when ``tokens[T] == U``, else
+    ``{"active": false}``. ``asked`` counts the requests."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+        self.asked = 0
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = min(int(self.headers.get("Content-Length") or 0), 65536)
+                form = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+                token = (form.get("token") or [""])[0]
+                owner.asked += 1
+                user = owner.tokens.get(token)
+                body = json.dumps({"active": True, "username": user} if user else {"active": False})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None  # quiet: the tokens are in the requests
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/introspect"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="introspection", daemon=True)
+
+    def start(self) -> Introspection:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(10)
+        self._server.server_close()
+
+
 class PostfixInstance:
     """One private Postfix + Dovecot, in ``folder``, listening on 127.0.0.1:``port``."""
 
@@ -70,6 +121,7 @@ class PostfixInstance:
         self.conf = self.folder / "conf"
         self.maildir = self.folder / "mail" / "all" / "new"
         self.ca_file = certificates("localhost").ca_file
+        self.introspection = Introspection()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -88,6 +140,11 @@ class PostfixInstance:
         shutil.chown(folder / "mail", "nobody", "nogroup")
         (conf / "users").write_text(f"{USERNAME}:{{PLAIN}}{PASSWORD}\n")
         (conf / "dovecot.conf").write_text(self._dovecot_conf())
+        (conf / "dovecot-oauth2.conf.ext").write_text(
+            f"introspection_mode = post\nintrospection_url = {self.introspection.url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+        )
+        self.introspection.start()
         master = _master_cf_template().read_text()
         smtpd = f"{self.port}  inet  n  -  n  -  -  smtpd"
         master = re.sub(r"(?m)^smtp\s+inet\s.*$", smtpd, master, count=1)
@@ -110,6 +167,7 @@ class PostfixInstance:
         if stopped.returncode != 0 and pid_file.exists():
             with contextlib.suppress(ValueError, ProcessLookupError):
                 os.kill(int(pid_file.read_text().strip()), 15)
+        self.introspection.stop()
 
     def __enter__(self) -> PostfixInstance:
         return self.start()
@@ -154,10 +212,24 @@ class PostfixInstance:
 log_path = {d}/dovecot.log
 protocols =
 ssl = no
-auth_mechanisms = plain login cram-md5
+auth_mechanisms = plain login cram-md5 xoauth2 oauthbearer
+# No delay after a refused login, and no growing penalty per address (it
+# would pass Postfix's wait for Dovecot): tests refuse many logins in a row.
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN {self.conf}/users
+  mechanisms = plain login cram-md5
+}}
+passdb {{
+  driver = oauth2
+  args = {self.conf}/dovecot-oauth2.conf.ext
+  mechanisms = xoauth2 oauthbearer
 }}
 userdb {{
   driver = static
