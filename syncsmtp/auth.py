@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from . import _messages
+
 if TYPE_CHECKING:
     from .result import Reply
 
@@ -345,17 +347,15 @@ def _usable(*, password: str | None, oauth2_token: TokenSource | None,
 
 def _check_authenticators(given: object) -> tuple[Authenticator, ...]:
     """``authenticators=`` as a tuple of :class:`Authenticator`; ValueError otherwise."""
+    expected = ("a list of syncsmtp.Authenticator objects (a SASL mechanism name of letters, "
+                "digits, '-' and '_', a blocking flag, begin(attempt))")
     if isinstance(given, str | bytes) or not isinstance(given, tuple | list):
-        raise ValueError(f"Policy authenticators must be a list of syncsmtp.auth.Authenticator "
-                         f"objects, not {type(given).__name__}")
+        raise ValueError(_messages.must_be("Policy", "authenticators", expected, given, secret=True))
     for item in given:
         name = getattr(item, "mechanism", None)
         if not isinstance(item, Authenticator) or not isinstance(name, str) or not name \
                 or not set(name.upper()) <= _MECHANISM_NAME or len(name) > 20:
-            raise ValueError(
-                "Policy authenticators must each have a SASL mechanism name (letters, digits, "
-                f"'-', '_'), a blocking flag and begin(attempt); not {type(item).__name__}"
-            )
+            raise ValueError(_messages.must_be("Policy", "authenticators", expected, item, secret=True))
     return tuple(given)
 
 
@@ -365,11 +365,10 @@ def _check_oauth2_token(given: object, username: str | None) -> None:
         return
     try:
         OAuth2Token(given)  # type: ignore[arg-type]
-    except TypeError as error:
-        raise ValueError(f"Policy {error}") from None
-    except ValueError:
-        raise ValueError("Policy oauth2_token must be a non-empty str with no control characters, "
-                         "or a callable get_token(refresh) -> str; the str given is not shown") from None
+    except (TypeError, ValueError):
+        raise ValueError(_messages.must_be(
+            "Policy", "oauth2_token", "a non-empty str with no control characters, or a callable "
+            "get_token(refresh: bool) -> str", given, secret=True)) from None
     if not username:
         raise ValueError("Policy oauth2_token needs a username (the mailbox the token is for)")
 
