@@ -53,6 +53,11 @@ def seconds(where: str, name: str, value: object) -> str:
     return must_be(where, name, "a positive, finite number of seconds", value)
 
 
+def optional_seconds(where: str, name: str, value: object) -> str:
+    """A limit in seconds that may also be None (no limit)."""
+    return must_be(where, name, "a positive, finite number of seconds or None", value)
+
+
 def positive_integer(where: str, name: str, value: object) -> str:
     """A count of one or more."""
     return must_be(where, name, "a positive integer", value)
@@ -146,6 +151,11 @@ def url_option(key: str, known: Iterable[str]) -> str:
 def url_flag(key: str, value: str) -> str:
     """A query parameter that should be true or false."""
     return f"Policy.from_url() url option {key} must be true or false, not {_shown(value)}"
+
+
+def url_number(key: str, value: str) -> str:
+    """A query parameter that should be a number (of seconds)."""
+    return f"Policy.from_url() url option {key} must be a number of seconds, not {_shown(value)}"
 
 
 # -- sending -------------------------------------------------------------------------------------

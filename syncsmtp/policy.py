@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import warnings
@@ -52,6 +53,7 @@ _URL_OPTIONS = (
     "tls",
     "tls_ciphers",
     "chunking",
+    "idle_limit",
 )
 _HOSTNAME = re.compile(r"^[^\s\x00-\x1f\x7f/]+$")
 # An OpenSSL cipher string: names, separators and operators, nothing else.
@@ -101,6 +103,12 @@ class Policy:
     is refused; it is ignored when STARTTLS or authentication is required
     (with implicit TLS the connection is already encrypted, so it applies).
 
+    ``idle_limit`` (seconds, default None: none) bounds each silence of a
+    send: no byte received from the server and none of the data taken by the
+    connection for that long raises :class:`~syncsmtp.SendTimeout`, while a
+    slow transfer that keeps moving runs on, up to the send's own
+    ``timeout``.
+
     ``dkim`` (a :class:`~syncsmtp.DKIM`, or a dict of its arguments) signs
     every message sent with the policy; a URL cannot give it (see :doc:`dkim`).
 
@@ -126,6 +134,7 @@ class Policy:
     local_hostname: str | None = None
     tls_ciphers: str | None = None
     chunking: bool = True
+    idle_limit: float | None = None
     dkim: DKIM | None = None
     oauth2_token: str | Callable[[bool], str] | None = None
     authenticators: tuple[Authenticator, ...] = ()
@@ -152,6 +161,11 @@ class Policy:
         self._check_auth_mechanisms()
         self._check_files()
         self._check_dkim()
+        limit = self.idle_limit
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf:
+                raise ValueError(_messages.optional_seconds("Policy", "idle_limit", limit))
+            object.__setattr__(self, "idle_limit", float(limit))
         if self.local_hostname is not None and (
             not isinstance(self.local_hostname, str) or not _HOSTNAME.match(self.local_hostname)
         ):
@@ -304,7 +318,7 @@ class Policy:
         ``verify``, ``ca_file``, ``client_cert``, ``client_key``,
         ``auth_mechanisms`` (comma-separated), ``require_auth``,
         ``allow_plaintext_auth``, ``helo_fallback``, ``local_hostname``,
-        ``tls_ciphers``, ``chunking``. ``dkim`` cannot be given in a URL (a
+        ``tls_ciphers``, ``chunking``, ``idle_limit`` (seconds). ``dkim`` cannot be given in a URL (a
         private key does not belong in one): add it with
         ``with_options(dkim=syncsmtp.DKIM(...))``.
 
@@ -368,4 +382,9 @@ def _parse_option(key: str, value: str) -> Any:
         raise ValueError(_messages.url_flag(key, value))
     if key == "auth_mechanisms":
         return tuple(name.strip() for name in value.split(",") if name.strip())
+    if key == "idle_limit":
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(_messages.url_number(key, value)) from None
     return value

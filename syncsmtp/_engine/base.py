@@ -18,6 +18,7 @@ from ..policy import Policy
 from ..result import SendResult, TLSInfo
 from . import failures
 from .capabilities import Capabilities
+from .idle import IdleWatch, bytes_acknowledged, idle_expired
 from .progress import Progress
 from .transactions import Transaction, Transactions
 from .transcript import Transcript
@@ -90,6 +91,12 @@ class SessionBase(smtp.ESMTPClient):
         self._reply_code = b""  # of the reply's first line, while more lines follow
         # Undoes the quick ACKs that keep the TLS handshake from stalling.
         self._stop_quick_acks: Callable[[], None] = lambda: None
+        # The policy's idle_limit: watched from the connection's first byte to its end.
+        self._idle_watch: IdleWatch | None = None
+        if policy.idle_limit:
+            self._idle_watch = IdleWatch(reactor, policy.idle_limit, self._went_quiet,
+                                         lambda: bytes_acknowledged(self.transport))
+            self.closed.addBoth(self._idle_watch.stopped)
 
     # -- where it stands ---------------------------------------------------------------------
 
@@ -134,15 +141,33 @@ class SessionBase(smtp.ESMTPClient):
 
     # -- writing and reading -----------------------------------------------------------------
 
+    def makeConnection(self, transport: Any) -> None:  # noqa: N802
+        if self._idle_watch is not None:
+            self._idle_watch.start()
+        smtp.ESMTPClient.makeConnection(self, transport)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._idle_watch is not None:
+            self._idle_watch.touch()
+        smtp.ESMTPClient.dataReceived(self, data)
+
     def sendLine(self, line: bytes) -> None:  # noqa: N802
         if self._reading:
             self.conversation.sent(line)
+            self.data_moved()
             smtp.ESMTPClient.sendLine(self, line)
 
     def write(self, data: bytes) -> None:
         """Write commands or message data (already noted in the transcript)."""
         if self._reading:
+            self.data_moved()
             _twisted.write_at_once(self.transport, data)
+
+    def data_moved(self) -> None:
+        """Bytes were handed to the connection, or it took some of a large
+        message's: the idle limit counts from now."""
+        if self._idle_watch is not None:
+            self._idle_watch.touch()
 
     def more_to_read(self) -> bool:
         """Whether bytes came after the reply being handled, in the same read."""
@@ -291,6 +316,18 @@ class SessionBase(smtp.ESMTPClient):
         else:
             self._abort()
         return self.closed
+
+    def _went_quiet(self) -> None:
+        """The idle limit passed: nothing moved for that long."""
+        if self.closed.called or not self._reading or self._idle_watch is None:
+            return
+        if self.idle:  # between messages, silence is what is expected
+            self._idle_watch.start()
+            return
+        tx = self._current
+        progress = tx.progress if tx is not None else self._where
+        self._fail(idle_expired(self.policy.address, self._idle_watch.limit, progress.stage,
+                                progress.maybe_delivered), fatal=True, culprit=tx)
 
     def abort_for_deadline(self, done: defer.Deferred[Any] | None = None) -> None:
         """The deadline of set-up, or of the message whose Deferred is ``done``,

@@ -20,12 +20,14 @@ class DataProducer:
     chunk (with the terminator) is handed over: from then on the server may
     have the whole message, and a failure must say so. ``writing`` runs before
     each chunk is written, with whether it is the last (a BDAT chunk's reply
-    is then expected).
+    is then expected). ``moved`` runs each time the consumer asks for more:
+    it took what it had (the idle limit counts from then).
     """
 
     def __init__(self, consumer: Any, chunks: Iterator[bytes], writing: Callable[[bool], None],
-                 finished: Callable[[], None]) -> None:
+                 finished: Callable[[], None], moved: Callable[[], None] = lambda: None) -> None:
         self._consumer = consumer
+        self._moved = moved
         self._chunks = chunks
         self._writing = writing
         self._finished = finished
@@ -39,6 +41,7 @@ class DataProducer:
     def resumeProducing(self) -> None:  # noqa: N802 (Twisted interface)
         if self._stopped or self._next is None:
             return
+        self._moved()
         chunk, self._next = self._next, next(self._chunks, None)
         self._writing(self._next is None)
         self._consumer.write(chunk)

@@ -285,7 +285,7 @@ class Transactions(CommandQueue):
             self._content_written(tx)
             return
         self._producer = DataProducer(session.transport, chunks, writing,
-                                      lambda: self._content_written(tx))
+                                      lambda: self._content_written(tx), moved=session.data_moved)
         self._producer.start()
 
     def _content_written(self, tx: Transaction) -> None:
