@@ -281,3 +281,23 @@ def test_policy_checks_and_hides_oauth2_settings() -> None:
         syncsmtp.Policy(host="smtp.example.com", username=USER, authenticators=[object()])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="X-OTHER"):
         syncsmtp.Policy(host="smtp.example.com", username=USER, auth_mechanisms=("X-OTHER",))
+
+
+def test_the_transcript_of_a_pipelined_retry_shows_both_attempts(smtp_server_factory: ServerFactory) -> None:
+    smtp = server(smtp_server_factory)
+    result = syncsmtp.send(make_message(), smtp.policy(oauth2_token=Tokens()), timeout=10)
+    lines = [line[:7].strip() for line in result.transcript]
+    first = lines.index("C: AUTH")
+    assert lines[first:first + 5] == ["C: AUTH", "C: MAIL", "C: RCPT", "C: DATA", "S: 334"]
+    assert lines.count("C: MAIL") == 2 and lines.count("C: AUTH") == 2
+    assert_hidden(STALE, result.transcript)
+
+
+def test_check_authenticates_with_a_token(smtp_server_factory: ServerFactory) -> None:
+    smtp = server(smtp_server_factory)
+    tokens = Tokens()
+    outcome = syncsmtp.check(smtp.policy(oauth2_token=tokens), timeout=10)
+    assert outcome.ok, outcome.error
+    assert tokens.calls == [False, True]
+    assert_hidden(STALE, repr(outcome))
+    assert_hidden(GOOD, repr(outcome))

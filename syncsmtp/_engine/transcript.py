@@ -46,6 +46,10 @@ class Transcript:
     def received(self, line: bytes, owner: object | None = None) -> None:
         self.note(b"S: " + line, owner)
 
+    def disown(self, owner: object) -> None:
+        """Make ``owner``'s lines the session's own (shown to every message)."""
+        self._owners = [None if belongs_to is owner else belongs_to for belongs_to in self._owners]
+
     def mark(self) -> int:
         """The position of the next line."""
         return self._base + len(self._lines)
