@@ -301,3 +301,29 @@ def test_check_authenticates_with_a_token(smtp_server_factory: ServerFactory) ->
     assert tokens.calls == [False, True]
     assert_hidden(STALE, repr(outcome))
     assert_hidden(GOOD, repr(outcome))
+
+
+@pytest.mark.parametrize("extensions", [PIPELINING, LOCK_STEP], ids=["pipelined", "lock-step"])
+def test_a_refusal_without_a_challenge_is_refreshed_too(smtp_server_factory: ServerFactory,
+                                                        extensions: tuple[str, ...]) -> None:
+    # Microsoft 365 answers an expired token with 535 and no failure challenge.
+    smtp = server(smtp_server_factory, extensions, require_auth=True)
+    smtp.fail("auth", 535, "5.7.3 Authentication unsuccessful", times=1)
+    tokens = Tokens(cached=GOOD, fresh=GOOD)
+    result = syncsmtp.send(make_message(), smtp.policy(oauth2_token=tokens), timeout=10)
+    assert tokens.calls == [False, True] and smtp.connections == 1 and len(smtp.outbox) == 1
+    assert result.auth_mechanism == "OAUTHBEARER"
+
+
+def test_no_retry_when_the_server_took_the_envelope_after_refusing_auth(
+    smtp_server_factory: ServerFactory,
+) -> None:
+    # AUTH refused, then MAIL and RCPT accepted (the server does not require
+    # AUTH): the conversation is not what the client expects, so it ends.
+    smtp = server(smtp_server_factory)
+    smtp.fail("auth", 535, "5.7.3 Authentication unsuccessful", times=1)
+    tokens = Tokens(cached=GOOD, fresh=GOOD)
+    with pytest.raises(syncsmtp.AuthDeclinedError) as caught:
+        syncsmtp.send(make_message(), smtp.policy(oauth2_token=tokens), timeout=10)
+    assert caught.value.reply is not None and caught.value.reply.code == 535
+    assert tokens.calls == [False] and smtp.outbox == []

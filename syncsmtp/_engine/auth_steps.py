@@ -171,7 +171,10 @@ class AuthSteps(SessionBase):
             # to its challenge; the exchange only learns what it says.
             with contextlib.suppress(Exception):  # nothing to learn from a malformed challenge
                 self._exchange.respond(base64.b64decode(resp, validate=True))
-        if code == 334 or self._retry_wanted(reply):
+        if code == 334:
+            self._drain_pipelined(None)
+            return False
+        if self._retry_wanted(reply):
             self._drain_pipelined(reply)
             return False
         error = (failures.auth_refused(self.policy.address, self._auth_name, reply) if code == 504
@@ -183,10 +186,12 @@ class AuthSteps(SessionBase):
             self._fire(self.ready, error)
         return False
 
-    def _drain_pipelined(self, auth_reply: Reply) -> None:
+    def _drain_pipelined(self, refusal: Reply | None) -> None:
         """AUTH failed with commands written after it: read their replies, then
         authenticate again and send the message afresh, when nothing of it
-        was taken; otherwise fail."""
+        was taken; otherwise fail. ``refusal`` is the reply that refused AUTH
+        (the exchange asked for another try); None after a challenge, whose
+        answer is the reply to the first command written after AUTH."""
         queue = self._queue
         assert queue is not None
         left = queue.pending
@@ -196,7 +201,7 @@ class AuthSteps(SessionBase):
         self.first = (tx.envelope, tx.progress, tx.done, tx.quit_after)
         queue.stop()
         self._queue = None  # replies go to the set-up state machine again
-        final: list[Reply] = [] if auth_reply.code == 334 else [auth_reply]
+        final: list[Reply] = [] if refusal is None else [refusal]
         taken = False
 
         def one(code: int, resp: bytes) -> None:
@@ -212,13 +217,13 @@ class AuthSteps(SessionBase):
             if taken:
                 # The server took a command meant to follow AUTH: it cannot be trusted.
                 self._fail(self._declined(final[0]), fatal=True)
-            elif self._retry_wanted(final[0]):
+            elif refusal is not None or self._retry_wanted(final[0]):
                 self._retry()
             else:
                 self._fail(self._declined(final[0]))
 
         if left <= 0:
-            self._fail(self._declined(auth_reply), fatal=True)
+            self._fail(self._declined(refusal or Reply.parse(334, b"")), fatal=True)
             return
         _twisted.expect(self, ANY_CODE, one, one)
 
