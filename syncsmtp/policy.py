@@ -107,7 +107,7 @@ class Policy:
     send: no byte received from the server and none of the data taken by the
     connection for that long raises :class:`~syncsmtp.SendTimeout`, while a
     slow transfer that keeps moving runs on, up to the send's own
-    ``timeout``.
+    ``timeout`` (see :ref:`idle-limit`).
 
     ``dkim`` (a :class:`~syncsmtp.DKIM`, or a dict of its arguments) signs
     every message sent with the policy; a URL cannot give it (see :doc:`dkim`).
