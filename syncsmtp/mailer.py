@@ -210,7 +210,9 @@ class Mailer:
     ) -> SendResult:
         """Send one message over a pooled connection; like :func:`syncsmtp.send`
         otherwise (same arguments, ``dsn`` and ``require_tls`` included; same
-        result and errors). ``timeout`` includes any wait for a free connection."""
+        result and errors). ``timeout`` includes any wait for a free connection,
+        for a token of the Mailer's ``rate`` and for a pause after a throttling
+        reply."""
         deadline = check_timeout(timeout, "timeout", "Mailer.send()")
         check_options("Mailer.send()", dsn, require_tls)
         envelope = prepare_message(message, sender=sender, recipients=recipients, dkim=self.policy.dkim)

@@ -252,3 +252,18 @@ def test_gate_pauses_double_and_start_again() -> None:
     gate.saw(11.0, None)
     gate.throttled(12.0, reply)
     assert gate.events[-1].pause == 1.0
+
+
+def test_mailer_checks_its_rate_arguments() -> None:
+    policy = syncsmtp.Policy("127.0.0.1", tls="none")
+    for wrong in (0, -1.0, float("inf"), "10", True):
+        with pytest.raises(ValueError, match="Mailer rate must be a positive, finite number per second"):
+            syncsmtp.Mailer(policy, rate=wrong)
+    for wrong in (0, 1.5, True):
+        with pytest.raises(ValueError, match="Mailer burst must be a positive integer"):
+            syncsmtp.Mailer(policy, rate=1, burst=wrong)
+    with pytest.raises(ValueError, match="Mailer throttle_backoff must be a positive, finite number"):
+        syncsmtp.Mailer(policy, throttle_backoff=0)
+    mailer = syncsmtp.Mailer(policy, connections=4, rate=10)
+    assert mailer.rate == 10.0 and "rate=10" in repr(mailer)
+    mailer.close()
