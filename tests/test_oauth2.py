@@ -85,6 +85,9 @@ def test_a_valid_token_authenticates(smtp_server_factory: ServerFactory, mechani
     else:
         assert lines[1] == "S: 235 Authentication successful."
     assert_hidden(GOOD, result.transcript, policy, repr(result))
+    command = next(line for line in smtp.commands[0] if line.startswith(b"AUTH "))
+    sasl_base64 = command.split()[2].decode()  # what went on the wire
+    assert len(sasl_base64) > 40 and sasl_base64 not in "\n".join(result.transcript)
 
 
 def test_oauthbearer_is_preferred_and_carries_host_and_port(smtp_server_factory: ServerFactory) -> None:
