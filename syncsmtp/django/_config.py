@@ -60,6 +60,7 @@ def connection_settings() -> ConnectionSettings:
     # Without the app in INSTALLED_APPS, the first backend is the first chance.
     hide_secret_settings()
     extra = _syncsmtp_setting()
+    extra.pop("celery", None)  # how CeleryEmailBackend queues, not a policy option
     url = extra.pop("url", None) or hide_url(getattr(settings, "EMAIL_URL", None))
     if not url:
         found = ConnectionSettings(
@@ -122,7 +123,7 @@ def _policy_options(policy: Policy) -> dict[str, Any]:
 
 def _syncsmtp_setting() -> dict[str, Any]:
     try:
-        return syncsmtp_options(getattr(settings, "SYNCSMTP", None), frozenset({"url"}))
+        return syncsmtp_options(getattr(settings, "SYNCSMTP", None), frozenset({"url", "celery"}))
     except ValueError as error:
         raise ImproperlyConfigured(str(error)) from None
 
