@@ -330,3 +330,37 @@ def test_no_retry_when_the_server_took_the_envelope_after_refusing_auth(
         syncsmtp.send(make_message(), smtp.policy(oauth2_token=tokens), timeout=10)
     assert caught.value.reply is not None and caught.value.reply.code == 535
     assert tokens.calls == [False] and smtp.outbox == []
+
+
+class LoginWithInitialResponse:
+    """LOGIN with the user name as its initial response: two steps, so never pipelined."""
+
+    mechanism = "LOGIN"
+    blocking = False
+
+    def __init__(self, password: str) -> None:
+        self._password = password
+
+    def begin(self, attempt: syncsmtp.AuthAttempt) -> syncsmtp.SASLExchange:
+        return _TwoStep(attempt.username.encode(), self._password.encode())
+
+
+class _TwoStep(_Exchange):
+    def __init__(self, first: bytes, then: bytes) -> None:
+        super().__init__(first)
+        self._then = then
+
+    def respond(self, challenge: bytes) -> bytes:
+        return self._then
+
+
+def test_a_mechanism_of_more_than_one_step_is_not_pipelined(smtp_server_factory: ServerFactory) -> None:
+    smtp = smtp_server_factory(tls="starttls", users={"user": "pw-Tt5"}, auth_mechanisms=("LOGIN",),
+                               extensions=PIPELINING)
+    policy = smtp.policy(password=None, authenticators=[LoginWithInitialResponse("pw-Tt5")])
+    result = syncsmtp.send(make_message(), policy, timeout=10)
+    assert result.auth_mechanism == "LOGIN" and smtp.outbox[0].auth_user == "user"
+    lines = [line[:7].strip() for line in result.transcript]
+    first = lines.index("C: AUTH")
+    assert lines[first:first + 4] == ["C: AUTH", "S: 334", "C: <red", "S: 235"]
+    assert "pw-Tt5" not in "\n".join(result.transcript)

@@ -29,6 +29,10 @@ __all__ = ["AuthSteps"]
 
 #: How many times AUTH may be tried again on one connection when the mechanism asks.
 MAX_AUTH_RETRIES = 1
+#: Mechanisms whose initial response completes the exchange: only their AUTH
+#: may go in one write with the envelope (another mechanism's server challenge
+#: would take the next command written for the response it waits for).
+ONE_STEP_MECHANISMS = frozenset({"PLAIN", "XOAUTH2", "OAUTHBEARER"})
 
 
 class AuthSteps(SessionBase):
@@ -102,7 +106,7 @@ class AuthSteps(SessionBase):
         if initial is not None:
             # RFC 4954: an empty initial response is sent as "=".
             command += b" " + (base64.b64encode(initial) or b"=")
-            if self._pipeline_auth(command):
+            if self._auth_name in ONE_STEP_MECHANISMS and self._pipeline_auth(command):
                 return
             _twisted.expect(self, [235, 334], self._auth_step, self._initial_response_refused)
         else:
