@@ -96,13 +96,13 @@ class AuthSteps(SessionBase):
         if not self._reading or self.ready.called:
             return  # dropped (a deadline) while a worker thread was busy
         self._exchange = exchange
-        self.conversation.redacting = True
         command = b"AUTH " + (self._auth_name or "").encode("ascii")
         try:
             initial = exchange.initial_response()
         except Exception as exc:
             self._begin_failed(Failure(exc))
             return
+        self.conversation.redacting = True
         if initial is not None:
             # RFC 4954: an empty initial response is sent as "=".
             command += b" " + (base64.b64encode(initial) or b"=")
