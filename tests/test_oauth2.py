@@ -364,3 +364,51 @@ def test_a_mechanism_of_more_than_one_step_is_not_pipelined(smtp_server_factory:
     first = lines.index("C: AUTH")
     assert lines[first:first + 4] == ["C: AUTH", "S: 334", "C: <red", "S: 235"]
     assert "pw-Tt5" not in "\n".join(result.transcript)
+
+
+def test_a_slow_token_callable_does_not_hold_up_the_reactor(smtp_server_factory: ServerFactory) -> None:
+    smtp = server(smtp_server_factory)
+    other = smtp_server_factory(tls="starttls", users={"u": "p-Qq1"})
+    entered, release = threading.Event(), threading.Event()
+
+    def get_token(refresh: bool) -> str:
+        entered.set()
+        release.wait(10)
+        return GOOD
+
+    outcome: dict[str, Any] = {}
+
+    def slow_send() -> None:
+        try:
+            outcome["result"] = syncsmtp.send(make_message(), smtp.policy(oauth2_token=get_token), timeout=20)
+        except Exception as error:  # reported by the assertion below
+            outcome["error"] = error
+
+    sender = threading.Thread(target=slow_send)
+    sender.start()
+    try:
+        assert entered.wait(10)
+        # While get_token blocks, the reactor thread serves other sends.
+        assert syncsmtp.send(make_message(), other.policy(), timeout=10).accepted == ("bob@example.com",)
+    finally:
+        release.set()
+        sender.join(20)
+    assert "error" not in outcome, outcome
+    assert outcome["result"].auth_mechanism == "OAUTHBEARER"
+
+
+def test_the_send_deadline_covers_a_slow_token_callable(smtp_server_factory: ServerFactory) -> None:
+    smtp = server(smtp_server_factory)
+    release = threading.Event()
+
+    def get_token(refresh: bool) -> str:
+        release.wait(10)
+        return GOOD
+
+    try:
+        with pytest.raises(syncsmtp.SendTimeout) as caught:
+            syncsmtp.send(make_message(), smtp.policy(oauth2_token=get_token), timeout=1)
+        assert caught.value.stage == "auth" and not caught.value.maybe_delivered
+    finally:
+        release.set()
+    assert smtp.outbox == []
