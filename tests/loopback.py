@@ -43,3 +43,22 @@ def serving(handle: Callable[[socket.socket], None], connections: int,
         stop.set()
         thread.join(_DEADLINE)
         listener.close()
+
+
+class LineReader:
+    """The lines a client sends, CRLF removed; ``pending`` holds what came
+    after the last line returned (the start of message data, say)."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self.pending = b""
+
+    def line(self) -> bytes | None:
+        """The next line, or None when the client has closed the connection."""
+        while b"\r\n" not in self.pending:
+            chunk = self._connection.recv(65536)
+            if not chunk:
+                return None
+            self.pending += chunk
+        line, self.pending = self.pending.split(b"\r\n", 1)
+        return line

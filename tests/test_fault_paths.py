@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 import pytest
-from loopback import serving
+from loopback import LineReader, serving
 from twisted.logger import globalLogPublisher
 
 import syncsmtp
@@ -34,16 +34,13 @@ class Script:
 
 def _serve(connection: socket.socket, script: Script) -> None:
     connection.settimeout(_DEADLINE)
-    buffer = b""
+    reader = LineReader(connection)
     in_data = False
     connection.sendall(b"220 fault ESMTP\r\n")
     for _ in range(200):  # a few commands and data lines
-        while b"\r\n" not in buffer:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return
-            buffer += chunk
-        line, buffer = buffer.split(b"\r\n", 1)
+        line = reader.line()
+        if line is None:
+            return
         script.received.append(line)
         if in_data:
             if line == b".":

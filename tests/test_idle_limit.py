@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from loopback import serving
+from loopback import LineReader, serving
 
 import syncsmtp
 
@@ -53,15 +53,12 @@ def _serve(connection: socket.socket, peer: Peer) -> None:
         peer.done.wait(_DEADLINE)
         return
     _reply(connection, peer, b"220 idle ESMTP\r\n")
-    buffer = b""
+    reader = LineReader(connection)
     mails = 0
     for _ in range(100):  # a few commands per message
-        while b"\r\n" not in buffer:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return
-            buffer += chunk
-        line, buffer = buffer.split(b"\r\n", 1)
+        line = reader.line()
+        if line is None:
+            return
         verb = line.split(b" ", 1)[0].upper()
         if verb == b"MAIL":
             mails += 1
@@ -72,7 +69,7 @@ def _serve(connection: socket.socket, peer: Peer) -> None:
             _reply(connection, peer, b"250-idle\r\n250 8BITMIME\r\n")
         elif verb == b"DATA":
             _reply(connection, peer, b"354 go\r\n")
-            buffer = _read_data(connection, peer, buffer)
+            reader.pending = _read_data(connection, peer, reader.pending)
             if peer.quiet_at in ("data", "end-of-data"):
                 peer.done.wait(_DEADLINE)
                 return
