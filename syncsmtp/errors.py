@@ -270,7 +270,13 @@ class AuthDeclinedError(AuthError, smtplib.SMTPAuthenticationError):
     exchange, decoded: with OAuth2, its JSON error status (such as
     ``{"status": "401", "schemes": "bearer"}``); None otherwise."""
 
-    server_error: dict[str, Any] | None = None
+    def __init__(self, message: str, *, server_error: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.server_error = server_error
+
+    def _state(self) -> dict[str, Any]:
+        return {**super()._state(), "server_error": self.server_error}
 
 
 class AuthMalformedChallengeError(AuthError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import email.message
 import logging
+import pickle
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -154,6 +155,8 @@ def test_a_token_refused_twice_is_auth_declined_with_the_servers_status(
     assert not error.maybe_delivered and smtp.outbox == []
     for token in (STALE, "still-bad-token-Hh55"):
         assert_hidden(token, error, error.transcript, repr(error), caplog.text)
+    copy = pickle.loads(pickle.dumps(error))  # as a worker process hands it back
+    assert copy.server_error == error.server_error and str(copy) == str(error)
 
 
 def test_a_fixed_token_is_not_retried(smtp_server_factory: ServerFactory) -> None:

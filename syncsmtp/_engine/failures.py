@@ -205,19 +205,18 @@ def auth_declined(where: str, username: str | None, mechanism: str | None, reply
     later = " (a temporary failure: try again later)" if reply.transient else ""
     if mechanism in ("XOAUTH2", "OAUTHBEARER"):
         status = f" (the server's OAuth2 error status: {dict(server_error)})" if server_error else ""
-        error = AuthDeclinedError(
+        return AuthDeclinedError(
             f"{where} rejected the OAuth2 token for {username!r} with {mechanism}: {reply}{status}; "
             f"check that the token is for this user and has the scope SMTP needs{later}",
             reply=reply,
+            server_error=dict(server_error) if server_error else None,
         )
-    else:
-        error = AuthDeclinedError(
-            f"{where} rejected the credentials for {username!r} with {mechanism}: {reply}; check "
-            f"the user name and password{later}",
-            reply=reply,
-        )
-    error.server_error = dict(server_error) if server_error else None
-    return error
+    return AuthDeclinedError(
+        f"{where} rejected the credentials for {username!r} with {mechanism}: {reply}; check "
+        f"the user name and password{later}",
+        reply=reply,
+        server_error=dict(server_error) if server_error else None,
+    )
 
 
 def auth_begin_failed(where: str, mechanism: str | None, cause: BaseException) -> AuthError:
