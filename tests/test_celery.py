@@ -148,6 +148,50 @@ def test_django_test_runner_still_fills_mail_outbox(app: Any, server: SMTPTestSe
     assert redis.llen(QUEUE) == 0 and server.outbox == []
 
 
+def test_one_message_from_django_is_one_send_task(worker: CeleryWorker, app: Any,
+                                                  server: SMTPTestServer) -> None:
+    with override_settings(EMAIL_BACKEND="syncsmtp.django.CeleryEmailBackend"):
+        connection = mail.get_connection()
+        message = mail.EmailMessage("one", "body\n", "shop@example.com", ["one@example.com"])
+        assert connection.send_messages([message]) == 1
+        [result] = connection.results
+        assert connection.send_messages([mail.EmailMessage("none", "body", "shop@example.com", [])]) == 0
+        assert connection.results == []
+    outcome = result.get(timeout=RESULT_SECONDS)
+    assert outcome["status"] == "sent" and outcome["accepted"] == ["one@example.com"]
+    [received] = server.wait_for(1)
+    assert received.sender == "shop@example.com" and outcome["message_id"] == received.message["Message-ID"]
+
+
+def test_django_backend_settings_and_fail_silently(app: Any, server: SMTPTestServer) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    for bad in ({"chunk": 0}, {"queue": ""}, {"chunks": 5}):
+        with override_settings(EMAIL_BACKEND="syncsmtp.django.CeleryEmailBackend",
+                               SYNCSMTP={"celery": bad}), pytest.raises(ImproperlyConfigured):
+            mail.get_connection()
+    from celery_app import make_app
+    from postfix import free_port
+
+    # A broker nothing listens on: queuing fails, loudly unless fail_silently.
+    dead = make_app(f"redis://127.0.0.1:{free_port()}/0", QUEUE)
+    retry_once = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+    dead.conf.update(task_publish_retry=False, broker_connection_timeout=1,
+                     broker_transport_options=retry_once,
+                     result_backend_transport_options={"retry_policy": retry_once})
+    policy = syncsmtp.Policy(host="127.0.0.1", port=server.port, tls="none")
+    syncsmtp.celery.install(dead, policy, store=RedisStore(app.conf.broker_url))
+    messages = [mail.EmailMessage("x", "y", "a@example.com", ["b@example.com"])] * 2
+    try:
+        with override_settings(EMAIL_BACKEND="syncsmtp.django.CeleryEmailBackend"):
+            assert mail.get_connection(fail_silently=True).send_messages(messages) == 0
+            with pytest.raises(Exception):  # noqa: B017  # whatever Celery raises for a dead broker
+                mail.get_connection().send_messages(messages)
+    finally:
+        syncsmtp.celery.install(app, policy, queue=QUEUE, chunk=100)
+    assert server.outbox == []
+
+
 def test_killed_worker_loses_nothing_and_sends_nothing_twice(
         worker: CeleryWorker, app: Any, server: SMTPTestServer, redis_url: str) -> None:
     tag = f"kill{secrets.token_hex(3)}"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import email.message
-import email.parser
-import email.policy
 import hashlib
 import re
 import uuid
@@ -28,6 +26,8 @@ from ..result import Reply, SendResult
 __all__ = ["Payload", "error_outcome", "payload_of", "reply_dict", "sent_outcome"]
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# A Message-ID header line and its folded continuation lines.
+_MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 #: The version of the payload layout; a worker refuses one it does not know.
 PAYLOAD_VERSION = 1
@@ -113,8 +113,11 @@ def payload_of(message: object, *, sender: str | None = None,
 def _raw_message_id(data: bytes) -> str | None:
     """The Message-ID header of a message given as bytes, or None."""
     head = _HEADER_END.split(data, maxsplit=1)[0]
-    value = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(head).get("Message-ID")
-    return str(value).strip() or None if value is not None else None
+    found = _MESSAGE_ID.search(head)
+    if found is None:
+        return None
+    value = " ".join(found.group(1).decode("utf-8", "replace").split())
+    return value or None
 
 
 def default_key(message_id: str | None, sender: str, recipients: Iterable[str]) -> str:

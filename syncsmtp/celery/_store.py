@@ -42,9 +42,26 @@ class DeliveryStore(abc.ABC):
         """Forget the keys: a later claim succeeds."""
 
 
+# Each key claimed atomically (SET NX GET EX: Redis 7.0 or later); "" for a key claimed now.
+_CLAIM = """
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('SET', key, ARGV[1], 'NX', 'GET', 'EX', ARGV[2]) or ''
+end
+return found
+"""
+_PUT = """
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS
+"""
+
+
 class RedisStore(DeliveryStore):
-    """A :class:`DeliveryStore` in Redis (``SET key value NX GET EX ttl``,
-    which needs Redis 7.0 or later), one pipelined round trip per call.
+    """A :class:`DeliveryStore` in one Redis server (7.0 or later; not a
+    Redis Cluster). A claim is ``SET key value NX GET EX ttl`` for each key;
+    the keys of one call go in one server-side script, so one round trip.
 
     ``client`` is a ``redis.Redis`` or a ``redis://`` / ``rediss://`` URL
     (for instance the Celery result backend's). Keys are ``prefix`` followed
@@ -56,6 +73,7 @@ class RedisStore(DeliveryStore):
             raise ValueError(f"RedisStore: ttl must be a positive number of seconds, not {ttl!r}")
         self._url: str | None = client if isinstance(client, str) else None
         self._client: Any = None if isinstance(client, str) else client
+        self._scripts: dict[str, Any] = {}
         self.prefix = prefix
         self.ttl = ttl
 
@@ -69,22 +87,25 @@ class RedisStore(DeliveryStore):
             self._client = redis.Redis.from_url(self._url)
         return self._client
 
+    def _script(self, name: str, source: str) -> Any:
+        script = self._scripts.get(name)
+        if script is None:
+            script = self._scripts[name] = self.client.register_script(source)
+        return script
+
     def claim(self, keys: Sequence[str], record: Mapping[str, Any]) -> list[dict[str, Any] | None]:
         """See :meth:`DeliveryStore.claim`."""
-        value = json.dumps(record)
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.set(self.prefix + key, value, nx=True, get=True, ex=self.ttl)
-        return [None if old is None else _load(old) for old in pipe.execute()]
+        if not keys:
+            return []
+        found = self._script("claim", _CLAIM)(keys=[self.prefix + key for key in keys],
+                                              args=[json.dumps(record), self.ttl])
+        return [None if old in (b"", "") else _load(old) for old in found]
 
     def put(self, records: Mapping[str, Mapping[str, Any]]) -> None:
         """See :meth:`DeliveryStore.put`."""
-        if not records:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key, record in records.items():
-            pipe.set(self.prefix + key, json.dumps(record), ex=self.ttl)
-        pipe.execute()
+        if records:
+            self._script("put", _PUT)(keys=[self.prefix + key for key in records],
+                                      args=[self.ttl, *(json.dumps(record) for record in records.values())])
 
     def release(self, keys: Sequence[str]) -> None:
         """See :meth:`DeliveryStore.release`."""

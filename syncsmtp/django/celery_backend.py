@@ -77,24 +77,36 @@ class CeleryEmailBackend(BaseEmailBackend):  # type: ignore[misc]  # Django is n
         import syncsmtp.celery
 
         self.results = []
-        items = [self._item(message) for message in email_messages or () if message.recipients()]
-        if not items:
-            return 0
         queued = 0
         try:
-            if len(items) == 1:
-                data, sender, recipients = items[0]
+            if len(email_messages or ()) == 1:
+                if not email_messages[0].recipients():
+                    return 0
+                data, sender, recipients = self._item(email_messages[0])
                 self.results.append(syncsmtp.celery.send_later(data, sender=sender, recipients=recipients,
                                                                queue=self.queue))
                 return 1
-            for start in range(0, len(items), self.chunk):
-                chunk = items[start:start + self.chunk]
-                self.results += syncsmtp.celery.send_many_later(chunk, chunk=self.chunk, queue=self.queue)
-                queued += len(chunk)
+            # Each chunk is queued as soon as it is built: workers start on it
+            # while the next one is being serialised.
+            chunk: list[tuple[bytes, str, list[str]]] = []
+            for message in email_messages or ():
+                if message.recipients():
+                    chunk.append(self._item(message))
+                if len(chunk) == self.chunk:
+                    queued += self._queue_chunk(chunk)
+                    chunk = []
+            if chunk:
+                queued += self._queue_chunk(chunk)
         except Exception:
             if not self.fail_silently:
                 raise
         return queued
+
+    def _queue_chunk(self, chunk: list[tuple[bytes, str, list[str]]]) -> int:
+        import syncsmtp.celery
+
+        self.results += syncsmtp.celery.send_many_later(chunk, chunk=len(chunk), queue=self.queue)
+        return len(chunk)
 
     @staticmethod
     def _item(message: EmailMessage) -> tuple[bytes, str, list[str]]:
