@@ -110,10 +110,12 @@ class CeleryWorker:
         return [int(pid) for pid in found]
 
     def stop(self) -> None:
-        """Warm shutdown of the whole process group; SIGKILL for what is left after 15 s."""
+        """Warm shutdown (SIGTERM to the main process, as Celery expects), then
+        SIGKILL for whatever is left of the process group after 15 s."""
         process, self._process = self._process, None
         if process is not None:
-            _signal_group(process.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(15)
             _signal_group(process.pid, signal.SIGKILL)

@@ -262,6 +262,22 @@ def test_transient_failure_is_retried_and_delivered(
     assert outcome["attempt"] == 2  # refused once, then sent by Celery's retry
 
 
+def test_worker_reuses_its_connection_and_quits_at_shutdown(
+        redis_url: str, app: Any, server: SMTPTestServer) -> None:
+    queue = f"{QUEUE}-shutdown"
+    env = {"SYNCSMTP_TEST_REDIS": redis_url, "SYNCSMTP_TEST_QUEUE": queue,
+           "SYNCSMTP_TEST_SMTP_PORT": str(server.port),
+           "DJANGO_SETTINGS_MODULE": "django_site.celery_settings"}
+    with CeleryWorker(env, concurrency=1, queue=queue):
+        for number in range(3):
+            syncsmtp.celery.send_later(_message("shutdown", number), queue=queue).get(timeout=RESULT_SECONDS)
+        assert len(server.outbox) == 3
+        assert server.connections == 1  # three tasks, one connection
+        assert b"QUIT" not in server.commands[0]
+    # The worker process closed its Mailer when it shut down.
+    assert server.commands[0][-1] == b"QUIT"
+
+
 def _json(value: Any) -> dict[str, Any]:
     import json
 
