@@ -262,6 +262,23 @@ def test_transient_failure_is_retried_and_delivered(
     assert outcome["attempt"] == 2  # refused once, then sent by Celery's retry
 
 
+def test_bad_input_is_refused_when_queued_and_a_bad_payload_fails_in_the_worker(
+        worker: CeleryWorker, app: Any, server: SMTPTestServer) -> None:
+    with pytest.raises(syncsmtp.MessageError):
+        syncsmtp.celery.send_later(b"Subject: x\r\n\r\nbody\r\n", sender="a@example.com",
+                                   recipients=["b@example.com\r\nRCPT TO:<evil@example.com>"])
+    with pytest.raises(TypeError):
+        syncsmtp.celery.send_many_later(_message("single", 1))
+    with pytest.raises(ValueError):
+        syncsmtp.celery.send_many_later([_message("chunk", 1)], chunk=0)
+    result = app.send_task(syncsmtp.celery.SEND_TASK, args=({"v": 99, "key": "k"},), queue=QUEUE)
+    with pytest.raises(SendFailed) as caught:
+        result.get(timeout=RESULT_SECONDS)
+    details = caught.value.details
+    assert details["status"] == "failed" and details["error"]["type"] == "MessageError"
+    assert "payload" in details["error"]["message"] and server.outbox == []
+
+
 def test_worker_reuses_its_connection_and_quits_at_shutdown(
         redis_url: str, app: Any, server: SMTPTestServer) -> None:
     queue = f"{QUEUE}-shutdown"
