@@ -16,7 +16,7 @@ late and requeued when their worker dies; a :class:`DeliveryStore` (Redis by
 default) records "sending" before a message's content may leave and "sent"
 after the server's reply, so a redelivered task skips what was sent and
 reports, without sending again, what may have been. Needs the ``celery``
-extra (``pip install 'syncsmtp[celery]'``). See :doc:`celery`.
+extra (``pip install -e '.[celery]'`` from a checkout). See :doc:`celery`.
 """
 
 from ._payload import Payload, payload_of
