@@ -279,6 +279,25 @@ def test_bad_input_is_refused_when_queued_and_a_bad_payload_fails_in_the_worker(
     assert "payload" in details["error"]["message"] and server.outbox == []
 
 
+def test_eager_app_sends_in_the_calling_process(redis_url: str, app: Any, server: SMTPTestServer) -> None:
+    from celery_app import make_app
+
+    eager = make_app(redis_url, QUEUE)
+    eager.conf.task_always_eager = True
+    policy = syncsmtp.Policy(host="127.0.0.1", port=server.port, tls="none")
+    syncsmtp.celery.install(eager, policy)
+    try:
+        outcome = syncsmtp.celery.send_later(_message("eager", 1)).get(timeout=RESULT_SECONDS)
+        assert outcome["status"] == "sent"
+        assert _ids(server) == {"<eager.1@example.com>": 1}
+        # The same message again: the delivery store knows it was sent.
+        again = syncsmtp.celery.send_later(_message("eager", 1)).get(timeout=RESULT_SECONDS)
+        assert again["status"] == "already_sent" and len(server.outbox) == 1
+    finally:
+        syncsmtp.celery.install(app, policy, queue=QUEUE, chunk=100)
+        close_process_mailer()
+
+
 def test_worker_reuses_its_connection_and_quits_at_shutdown(
         redis_url: str, app: Any, server: SMTPTestServer) -> None:
     queue = f"{QUEUE}-shutdown"

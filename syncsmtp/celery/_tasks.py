@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.message
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -30,7 +31,8 @@ SEND_TASK = "syncsmtp.send"
 SEND_MANY_TASK = "syncsmtp.send_many"
 
 _installed_lock = threading.Lock()
-_installed: dict[str, Any] = {}  # "app", "settings"
+_installed: dict[str, Any] = {}  # "app", "settings": the last install()
+_app_settings: weakref.WeakKeyDictionary[Celery, WorkerSettings] = weakref.WeakKeyDictionary()
 
 
 class SendFailed(Exception):
@@ -96,6 +98,10 @@ def install(
     message whose previous attempt may have delivered it, rather than
     reporting it. ``queue`` is the queue :func:`send_later` uses by default,
     ``chunk`` the default chunk size of :func:`send_many_later`.
+
+    Installed again on the same app, the tasks take the new settings (each
+    worker process then makes a new Mailer). The tasks belong to ``app``
+    alone (not shared with other Celery apps).
     """
     for name, value in (("connections", connections), ("window", window), ("chunk", chunk),
                         ("key_ttl", key_ttl)):
@@ -112,12 +118,24 @@ def install(
         max_retries=max_retries, retry_backoff=retry_backoff, retry_backoff_max=retry_backoff_max,
         queue=queue, chunk=chunk,
     )
+    worker_process_init.connect(forget_inherited, weak=False, dispatch_uid="syncsmtp.celery.init")
+    worker_process_shutdown.connect(close_process_mailer, weak=False, dispatch_uid="syncsmtp.celery.exit")
+    worker_shutdown.connect(close_process_mailer, weak=False, dispatch_uid="syncsmtp.celery.shutdown")
+    with _installed_lock:
+        first = app not in _app_settings
+        _app_settings[app] = settings  # installed again: the tasks use the new settings
+        _installed.update(app=app, settings=settings)
+    if first:
+        _register(app)
+
+
+def _register(app: Celery) -> None:
     options = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "serializer": "json",
-               "max_retries": max_retries, "ignore_result": False}
+               "ignore_result": False, "shared": False}
 
     @app.task(name=SEND_TASK, **options)  # type: ignore[untyped-decorator]
     def send(task: Task, payload: dict[str, Any], done: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        outcome = _run(task, settings, [payload], [0], done)[0]
+        outcome = _run(task, _app_settings[app], [payload], [0], done)[0]
         if outcome["status"] not in (SENT, ALREADY_SENT):
             raise SendFailed(outcome)
         return outcome
@@ -125,18 +143,12 @@ def install(
     @app.task(name=SEND_MANY_TASK, **options)  # type: ignore[untyped-decorator]
     def send_many(task: Task, payloads: list[dict[str, Any]], done: list[dict[str, Any]] | None = None,
                   indexes: list[int] | None = None) -> dict[str, Any]:
-        outcomes = _run(task, settings, payloads, indexes or list(range(len(payloads))), done)
+        outcomes = _run(task, _app_settings[app], payloads, indexes or list(range(len(payloads))), done)
         counts = Counter(outcome["status"] for outcome in outcomes)
         report = {"messages": outcomes, "counts": dict(counts)}
         if set(counts) - {SENT, ALREADY_SENT}:
             raise SendFailed(report)
         return report
-
-    worker_process_init.connect(forget_inherited, weak=False, dispatch_uid="syncsmtp.celery.init")
-    worker_process_shutdown.connect(close_process_mailer, weak=False, dispatch_uid="syncsmtp.celery.exit")
-    worker_shutdown.connect(close_process_mailer, weak=False, dispatch_uid="syncsmtp.celery.shutdown")
-    with _installed_lock:
-        _installed.update(app=app, settings=settings)
 
 
 def _default_store(app: Celery, ttl: int) -> Callable[[], DeliveryStore]:
@@ -169,9 +181,10 @@ def _run(task: Task, settings: WorkerSettings, payloads: Sequence[dict[str, Any]
         retry_payloads = [payload.to_json() for _, payload in delivery.retry]
         retry_indexes = [index for index, _ in delivery.retry]
         if task.name == SEND_TASK:
-            raise task.retry(args=(retry_payloads[0],), kwargs={"done": outcomes}, countdown=countdown)
+            raise task.retry(args=(retry_payloads[0],), kwargs={"done": outcomes}, countdown=countdown,
+                             max_retries=settings.max_retries)
         raise task.retry(args=(retry_payloads,), kwargs={"done": outcomes, "indexes": retry_indexes},
-                         countdown=countdown)
+                         countdown=countdown, max_retries=settings.max_retries)
     # On the last try only the messages the store kept from being sent are left.
     unsent = delivery.store_error or RuntimeError("not sent")
     outcomes.extend(error_outcome(index, payload, unsent, FAILED) for index, payload in delivery.retry)
@@ -188,6 +201,16 @@ def _app_and_settings(app: Celery | None) -> tuple[Celery, WorkerSettings | None
             return current_app, None
         app = installed_app
     return app, settings if app is installed_app else None
+
+
+def _queue(app: Celery, name: str, args: tuple[Any, ...], queue: str | None) -> AsyncResult:
+    """Queue one task: through the task itself when this app has it
+    installed (so ``task_always_eager`` runs it here and now, as ``delay()``
+    would), else by name."""
+    options: dict[str, Any] = {"serializer": "json", **({"queue": queue} if queue else {})}
+    if name in app.tasks:
+        return app.tasks[name].apply_async(args=args, **options)
+    return app.send_task(name, args=args, **options)
 
 
 def send_later(message: Any, *, sender: str | None = None, recipients: Iterable[str] | str | None = None,
@@ -207,8 +230,7 @@ def send_later(message: Any, *, sender: str | None = None, recipients: Iterable[
     payload = payload_of(message, sender=sender, recipients=recipients, key=key)
     app, settings = _app_and_settings(app)
     queue = queue or (settings.queue if settings is not None else None)
-    return app.send_task(SEND_TASK, args=(payload.to_json(),), serializer="json",
-                         **({"queue": queue} if queue else {}))
+    return _queue(app, SEND_TASK, (payload.to_json(),), queue)
 
 
 def send_many_later(messages: Iterable[Any], chunk: int | None = None, *, queue: str | None = None,
@@ -234,7 +256,6 @@ def send_many_later(messages: Iterable[Any], chunk: int | None = None, *, queue:
         raise TypeError(f"send_many_later() takes an iterable of messages, not a {type(messages).__name__}")
     payloads = [payload_of(message).to_json() for message in messages]
     return [
-        app.send_task(SEND_MANY_TASK, args=(payloads[start:start + chunk],), serializer="json",
-                      **({"queue": queue} if queue else {}))
+        _queue(app, SEND_MANY_TASK, (payloads[start:start + chunk],), queue)
         for start in range(0, len(payloads), chunk)
     ]
