@@ -152,10 +152,11 @@ class SessionBase(smtp.ESMTPClient):
         smtp.ESMTPClient.dataReceived(self, data)
 
     def sendLine(self, line: bytes) -> None:  # noqa: N802
+        # Set-up commands (EHLO, STARTTLS, AUTH steps): what LineReceiver.sendLine
+        # writes, through write_at_once like the transactions' commands.
         if self._reading:
             self.conversation.sent(line)
-            self.data_moved()
-            smtp.ESMTPClient.sendLine(self, line)
+            self.write(line + self.delimiter)
 
     def write(self, data: bytes) -> None:
         """Write commands or message data (already noted in the transcript)."""
