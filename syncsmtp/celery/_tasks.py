@@ -88,7 +88,7 @@ def install(
     ``store`` records what is being sent (a :class:`DeliveryStore`, or a
     function returning one, called per process); by default a
     :class:`RedisStore` on the app's result backend, or on its broker, when
-    either is a Redis URL. ``key_ttl`` is how long its records last.
+    either is a Redis URL. ``key_ttl`` is how long that store keeps its records.
 
     Each worker process sends through one :class:`~syncsmtp.Mailer` of
     ``connections`` connections, ``window`` messages pipelined at a time
@@ -192,15 +192,16 @@ def _run(task: Task, settings: WorkerSettings, payloads: Sequence[dict[str, Any]
 
 
 def _app_and_settings(app: Celery | None) -> tuple[Celery, WorkerSettings | None]:
+    """``app``, else the app installed last, else Celery's current app; and
+    the settings it was installed with (None when it was not)."""
     with _installed_lock:
-        installed_app, settings = _installed.get("app"), _installed.get("settings")
-    if app is None:
-        if installed_app is None:
+        if app is None:
+            app = _installed.get("app")
+        if app is None:
             from celery import current_app
 
-            return current_app, None
-        app = installed_app
-    return app, settings if app is installed_app else None
+            return current_app, _app_settings.get(current_app)
+        return app, _app_settings.get(app)
 
 
 def _queue(app: Celery, name: str, args: tuple[Any, ...], queue: str | None) -> AsyncResult:
