@@ -48,6 +48,29 @@ def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFa
         assert result.accepted == (f"rcpt{n}@example.com",)
 
 
+def test_one_message_s_data_and_the_next_one_s_commands_leave_in_one_write(
+        smtp_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncsmtp import _twisted
+
+    writes: list[bytes] = []
+    write = _twisted.write_at_once
+
+    def recording(transport: object, data: bytes) -> None:
+        writes.append(data)
+        write(transport, data)
+
+    monkeypatch.setattr(_twisted, "write_at_once", recording)
+    server = smtp_server_factory(tls="none", extensions=MODES["data"])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
+    assert report.sent == 12
+    # The replies of one read (the 354 of one message, say) make one write:
+    # that message's data with the commands of the next.
+    assert any(b"\r\n.\r\n" in data and b"MAIL FROM:" in data.split(b"\r\n.\r\n", 1)[1]
+               for data in writes), writes
+    assert len(writes) < 2 * 12
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_each_transcript_holds_its_own_message_only(smtp_server_factory: ServerFactory, mode: str) -> None:
     server = smtp_server_factory(tls="none", extensions=MODES[mode])

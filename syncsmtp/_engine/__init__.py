@@ -7,7 +7,9 @@ in the reactor thread.
 - :mod:`.transactions`: each message through the queue of outstanding
   commands (:mod:`.queue`): PIPELINING, BDAT, lock-step, messages back to
   back;
-- :mod:`.base`: what the steps share: reading replies, writing, outcomes;
+- :mod:`.base`: what the steps share: reading replies, outcomes;
+- :mod:`.io`: the bytes in and out (written at once, or held while a read is
+  handled and written together);
 - :mod:`.capabilities`, :mod:`.transcript`, :mod:`.progress`: plain helpers;
 - :mod:`.failures`: every error message, in one place;
 - :mod:`.connect`: the connection, and a one-shot send (:func:`deliver`).

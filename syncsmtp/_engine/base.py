@@ -1,5 +1,6 @@
-"""What every step of a session shares: its state, reading replies, writing
-commands, and ending the session or one message with an outcome."""
+"""What every step of a session shares: its state, reading replies, and ending
+the session or one message with an outcome (the bytes in and out are
+:mod:`.io`'s)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..result import SendResult, TLSInfo
 from . import failures
 from .capabilities import Capabilities
 from .idle import IdleWatch, bytes_acknowledged, idle_expired
+from .io import SessionIO
 from .progress import Progress
 from .transactions import Transaction, Transactions
 from .transcript import Transcript
@@ -42,12 +44,11 @@ def _default_local_hostname() -> str:
     return "localhost"
 
 
-class SessionBase(smtp.ESMTPClient):
+class SessionBase(SessionIO):
     """State and plumbing of one session (see :class:`syncsmtp._engine.SMTPClientProtocol`)."""
 
     debug = False  # Twisted's LineLog would keep credentials in memory.
     MAX_LENGTH = _replies.MAX_LINE_BYTES
-    transport: Any
     # ESMTPClient's own __setattr__ only warns about a long-deprecated name, and
     # costs a Python call on every one of the many attribute writes of a send.
     __setattr__ = object.__setattr__
@@ -138,41 +139,6 @@ class SessionBase(smtp.ESMTPClient):
                 and self._reading and self._progress.stage == "idle"
                 and b"PIPELINING" in self.capabilities
                 and sum(tx.envelope.size for tx in inflight) < MAX_IN_FLIGHT_BYTES)
-
-    # -- writing and reading -----------------------------------------------------------------
-
-    def makeConnection(self, transport: Any) -> None:  # noqa: N802
-        if self._idle_watch is not None:
-            self._idle_watch.start()
-        smtp.ESMTPClient.makeConnection(self, transport)
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        if self._idle_watch is not None:
-            self._idle_watch.touch()
-        smtp.ESMTPClient.dataReceived(self, data)
-
-    def sendLine(self, line: bytes) -> None:  # noqa: N802
-        # Set-up commands (EHLO, STARTTLS, AUTH steps): what LineReceiver.sendLine
-        # writes, through write_at_once like the transactions' commands.
-        if self._reading:
-            self.conversation.sent(line)
-            self.write(line + self.delimiter)
-
-    def write(self, data: bytes) -> None:
-        """Write commands or message data (already noted in the transcript)."""
-        if self._reading:
-            self.data_moved()
-            _twisted.write_at_once(self.transport, data)
-
-    def data_moved(self) -> None:
-        """Bytes were handed to the connection, or it took some of a large
-        message's: the idle limit counts from now."""
-        if self._idle_watch is not None:
-            self._idle_watch.touch()
-
-    def more_to_read(self) -> bool:
-        """Whether bytes came after the reply being handled, in the same read."""
-        return bool(_twisted.unread(self))
 
     def lineReceived(self, line: bytes) -> Any:  # noqa: N802
         if not self._reading:

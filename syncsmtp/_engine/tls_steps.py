@@ -52,6 +52,7 @@ class TLSSteps(SessionBase):
             self._fail(failures.starttls_injection(self.policy.address), fatal=True)
             return
         self._stage("starttls")
+        self.flush_held()  # nothing written before STARTTLS may leave encrypted
         try:
             self.transport.startTLS(self.context)
         except Exception as exc:

@@ -284,6 +284,7 @@ class Transactions(CommandQueue):
             session.write(b"".join(pieces))
             self._content_written(tx)
             return
+        session.flush_held()  # the producer writes to the transport itself
         self._producer = DataProducer(session.transport, chunks, writing,
                                       lambda: self._content_written(tx), moved=session.data_moved)
         self._producer.start()
