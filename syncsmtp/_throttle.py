@@ -11,6 +11,7 @@ again from the first step once a message goes through.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -50,9 +51,16 @@ def is_throttling(reply: Reply | None) -> bool:
 
 
 class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; full at first."""
+    """``rate`` tokens a second, at most ``burst`` saved up; full at first.
 
-    __slots__ = ("_interval", "_ready_at", "_slack", "rate")
+    Two rules together. A virtual schedule (one token every ``1 / rate``
+    seconds) keeps the average: a token taken a little late (the reactor's
+    timer fires after the moment it was set for) does not push every later
+    one back, as long as it is less than one interval late. And no
+    one-second window ever holds more starts than ``floor(rate)`` (at least
+    one) plus ``burst - 1``, however the schedule catches up."""
+
+    __slots__ = ("_interval", "_ready_at", "_recent", "_slack", "rate")
 
     def __init__(self, rate: float, burst: int = 1) -> None:
         self.rate = rate
@@ -60,14 +68,22 @@ class TokenBucket:
         self._slack = (burst - 1) * self._interval
         # When the bucket is next full enough for one token (virtual schedule).
         self._ready_at = float("-inf")
+        # The latest starts, as many as one second may hold.
+        self._recent: deque[float] = deque(maxlen=max(1, math.floor(rate)) + burst - 1)
 
     def delay(self, now: float) -> float:
         """Seconds until a token can be taken (0: now)."""
-        return max(0.0, self._ready_at - self._slack - now)
+        wait = self._ready_at - self._slack - now
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            wait = max(wait, recent[0] + 1.0 - now)
+        return max(0.0, wait)
 
     def take(self, now: float) -> None:
         """Take one token (call only when :meth:`delay` is 0)."""
-        self._ready_at = max(self._ready_at, now) + self._interval
+        on_schedule = self._ready_at > now - self._interval  # late by less than one interval
+        self._ready_at = (self._ready_at if on_schedule else now) + self._interval
+        self._recent.append(now)
 
 
 class Snapshot(NamedTuple):

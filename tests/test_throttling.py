@@ -239,6 +239,22 @@ def test_token_bucket_keeps_the_rate_and_the_burst() -> None:
     assert taken == 3 and saving.delay(now) == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("late", [0.0, 0.001, 0.004, 0.019])
+def test_a_late_timer_neither_slows_the_rate_nor_lets_a_second_hold_more(late: float) -> None:
+    bucket = TokenBucket(50.0)  # one every 20 ms
+    now, starts = 0.0, []
+    for _ in range(1000):  # bounded: 10 s of simulated time is about 500 starts
+        wait = bucket.delay(now)
+        if wait > 0:
+            now += wait + late  # the reactor's timer fires after the moment it was set for
+        if now >= 10.0:
+            break
+        bucket.take(now)
+        starts.append(now)
+    assert len(starts) >= 0.95 * 500
+    assert max(sum(1 for t in starts[i:] if t < start + 1.0) for i, start in enumerate(starts)) <= 50
+
+
 def test_gate_pauses_double_and_start_again() -> None:
     reply = syncsmtp.Reply.parse(421, "4.7.0 later")
     gate = Gate(None, 1.0, 4.0)
