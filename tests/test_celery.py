@@ -369,3 +369,18 @@ def _closed_port() -> int:
     from postfix import free_port
 
     return free_port()
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"chunk": 0}, "install() chunk must be a positive integer"),
+    ({"window": -1}, "install() window must be a positive integer"),
+    ({"max_retries": -1}, "install() max_retries must be a non-negative integer"),
+])
+def test_install_names_the_parameter_it_refuses(options: dict[str, int], named: str) -> None:
+    from celery import Celery
+
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        syncsmtp.celery.install(Celery("refusing"), syncsmtp.Policy(host="127.0.0.1", tls="none"),
+                                **options)
+    with pytest.raises(TypeError, match=r"install\(\) policy must be .*the dict given \(not shown\)"):
+        syncsmtp.celery.install(Celery("refusing"), {"password": "secret"})  # type: ignore[arg-type]

@@ -16,6 +16,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import _messages
+
 __all__ = ["DeliveryStore", "RedisStore"]
 
 #: How long a record is kept by default: a week, longer than any retry.
@@ -70,7 +72,7 @@ class RedisStore(DeliveryStore):
 
     def __init__(self, client: Any, *, prefix: str = "syncsmtp:delivery:", ttl: int = DEFAULT_TTL) -> None:
         if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1:
-            raise ValueError(f"RedisStore: ttl must be a positive number of seconds, not {ttl!r}")
+            raise ValueError(_messages.seconds("RedisStore", "ttl", ttl))
         self._url: str | None = client if isinstance(client, str) else None
         self._client: Any = None if isinstance(client, str) else client
         self._scripts: dict[str, Any] = {}

@@ -17,6 +17,7 @@ from celery.signals import (  # type: ignore[import-untyped]
     worker_shutdown,
 )
 
+from .. import _messages
 from .._send_many import Outgoing
 from ..errors import MessageError
 from ..policy import Policy
@@ -106,12 +107,12 @@ def install(
     for name, value in (("connections", connections), ("window", window), ("chunk", chunk),
                         ("key_ttl", key_ttl)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"install(): {name} must be a positive integer, not {value!r}")
+            raise ValueError(_messages.positive_integer("install()", name, value))
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise ValueError(f"install(): max_retries must be an integer >= 0, not {max_retries!r}")
+        raise ValueError(_messages.non_negative_integer("install()", "max_retries", max_retries))
     if not (isinstance(policy, Policy) or callable(policy)):
-        raise TypeError(f"install(): policy must be a syncsmtp.Policy or a function returning one, "
-                        f"not {type(policy).__name__}")
+        raise TypeError(_messages.must_be("install()", "policy", "a syncsmtp.Policy or a function "
+                                          "returning one", policy, secret=True))
     settings = WorkerSettings(
         policy=policy, store=store if store is not None else _default_store(app, key_ttl),
         connections=connections, window=window, timeout=timeout, at_least_once=at_least_once,
@@ -250,11 +251,11 @@ def send_many_later(messages: Iterable[Any], chunk: int | None = None, *, queue:
     if chunk is None:
         chunk = settings.chunk if settings is not None else 100
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"send_many_later(): chunk must be a positive integer, not {chunk!r}")
+        raise ValueError(_messages.positive_integer("send_many_later()", "chunk", chunk))
     queue = queue or (settings.queue if settings is not None else None)
     if isinstance(messages, (email.message.Message, bytes, bytearray, str, Outgoing)) \
             or not isinstance(messages, Iterable):
-        raise TypeError(f"send_many_later() takes an iterable of messages, not a {type(messages).__name__}")
+        raise TypeError(_messages.messages_not_iterable("send_many_later()", messages))
     payloads = [payload_of(message).to_json() for message in messages]
     return [
         _queue(app, SEND_MANY_TASK, (payloads[start:start + chunk],), queue)
