@@ -114,6 +114,11 @@ def main() -> int:
         "--cpu", type=int, default=0, metavar="N",
         help="also measure CPU time per message over N sends, per thread",
     )
+    parser.add_argument(
+        "--host", default=None, metavar="NAME",
+        help="the name both clients connect to (default: the sink's address, 127.0.0.1); "
+             "localhost, say, adds resolving the name to every send",
+    )
     args = parser.parse_args()
 
     message = one_kib_message()
@@ -123,10 +128,11 @@ def main() -> int:
     print(f"message: {len(message.as_bytes())} bytes, {args.count} sends x {args.rounds} rounds per client\n")
 
     with SmtpSink() as sink:
-        policy = syncsmtp.Policy(host=sink.host, port=sink.port, tls="none")
+        host = args.host or sink.host
+        policy = syncsmtp.Policy(host=host, port=sink.port, tls="none")
 
         def with_smtplib() -> None:
-            with smtplib.SMTP(sink.host, sink.port) as client:
+            with smtplib.SMTP(host, sink.port) as client:
                 client.send_message(message)
 
         def with_syncsmtp() -> None:
