@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from postfix import free_port, wait_for_port
+from postfix import free_port, stop_process, wait_for_port
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -55,12 +55,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(10)
+            stop_process(self._process)
             self._process = None
         shutil.rmtree(self._folder, ignore_errors=True)
 
