@@ -47,9 +47,9 @@ class CommandQueue:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._expected: deque[Handler] = deque()
-        # The message each expected reply belongs to (None: the session's own).
-        self._owners: deque[object | None] = deque()
+        # Each reply awaited: what handles it, and the message it belongs to
+        # (None: the session's own).
+        self._expected: deque[tuple[Handler, object | None]] = deque()
         self._producer: DataProducer | None = None
         #: Set after a failed transaction: the next one starts with RSET.
         self.needs_rset = False
@@ -62,14 +62,13 @@ class CommandQueue:
         """Hand a reply to the command it answers; False when none was waiting."""
         if not self._expected:
             return False
-        self._owners.popleft()
-        self._expected.popleft()(code, text)
+        handler, _ = self._expected.popleft()
+        handler(code, text)
         return True
 
     def _expect(self, handler: Handler, owner: object | None) -> None:
         """One more reply to wait for, to a command already written."""
-        self._expected.append(handler)
-        self._owners.append(owner)
+        self._expected.append((handler, owner))
 
     @property
     def pending(self) -> int:
@@ -79,7 +78,7 @@ class CommandQueue:
     @property
     def answering(self) -> object | None:
         """The message the next reply belongs to (None: the session's own)."""
-        return self._owners[0] if self._owners else None
+        return self._expected[0][1] if self._expected else None
 
     def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"",
               owner: object | None = None) -> None:
@@ -95,15 +94,15 @@ class CommandQueue:
             lines = [secret, *lines]
         for line in lines[1 if secret else 0:]:
             conversation.sent(line, owner)
-        self._expected.extend(handlers)
-        self._owners.extend([None] if secret else [])
-        self._owners.extend([owner] * (len(handlers) - (1 if secret else 0)))
+        owners: list[object | None] = [owner] * len(handlers)
+        if secret:
+            owners[0] = None  # AUTH's reply is the session's
+        self._expected.extend(zip(handlers, owners, strict=True))
         self._session.write(b"\r\n".join(lines) + b"\r\n")
 
     def stop(self) -> None:
         """The connection is gone: nothing more is written."""
         self._expected.clear()
-        self._owners.clear()
         if self._producer is not None:
             self._producer.stopProducing()
             self._producer = None
@@ -111,7 +110,6 @@ class CommandQueue:
     def quit(self, closed: Handler) -> None:
         """Send QUIT (unless it went with the message); ``closed`` gets its reply."""
         if self.quit_sent:
-            self._expected.append(closed)
-            self._owners.append(None)
+            self._expect(closed, None)
         else:
             self._send([b"QUIT"], [closed])
