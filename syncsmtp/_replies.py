@@ -10,13 +10,14 @@ server may have accepted the message all the same.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "MAX_LINE_BYTES",
     "MAX_REPLY_BYTES",
     "MAX_REPLY_LINES",
-    "is_continuation",
     "is_refusal",
-    "is_reply_line",
+    "reply_line",
 ]
 
 #: The longest reply line read (RFC 5321 allows 512 octets; servers exceed
@@ -27,22 +28,9 @@ MAX_REPLY_LINES = 512
 #: The most bytes of text one reply may hold, all its lines together.
 MAX_REPLY_BYTES = 65536
 
-_FIRST_DIGITS = b"2345"
-_SECOND_DIGITS = b"012345"
-_DIGITS = b"0123456789"
-
-
-def is_reply_line(line: bytes) -> bool:
-    """True when ``line`` (without its CRLF) is a well-formed reply line."""
-    if len(line) < 3 or line[0] not in _FIRST_DIGITS or line[1] not in _SECOND_DIGITS \
-            or line[2] not in _DIGITS:
-        return False
-    return len(line) == 3 or line[3] in b" -"
-
-
-def is_continuation(line: bytes) -> bool:
-    """True for a well-formed line that is not the last of its reply."""
-    return line[3:4] == b"-"
+#: Matches a well-formed reply line (without its CRLF), else None: a pattern's
+#: match rather than a Python function, as every line read goes through it.
+reply_line = re.compile(rb"[2-5][0-5][0-9](?:[ -]|\Z)").match
 
 
 def is_refusal(code: int) -> bool:

@@ -144,30 +144,39 @@ class SessionBase(SessionIO):
         if not self._reading:
             self.clearLineBuffer()  # nothing after a fatal error is read
             return None
-        self.conversation.received(line, self._queue.answering if self._queue is not None else None)
-        where = self.policy.address
-        if not _replies.is_reply_line(line) or (self._reply_code and line[:3] != self._reply_code):
+        # Every line of every reply comes through here: kept to a few calls.
+        queue = self._queue
+        self.conversation.note(b"S: " + line, queue.answering if queue is not None else None)
+        if _replies.reply_line(line) is None or (self._reply_code and line[:3] != self._reply_code):
             # RFC 5321 4.2.1: every line of a reply has the same code.
-            self._fail(failures.not_a_reply(where, line), fatal=True)
+            self._fail(failures.not_a_reply(self.policy.address, line), fatal=True)
             return None
-        self._reply_lines += 1
-        self._reply_bytes += len(line)
-        if self._reply_lines > _replies.MAX_REPLY_LINES or self._reply_bytes > _replies.MAX_REPLY_BYTES:
-            self._fail(failures.reply_too_long(where, _replies.MAX_REPLY_LINES,
-                                               _replies.MAX_REPLY_BYTES), fatal=True)
-            return None
-        if _replies.is_continuation(line):
+        if line[3:4] == b"-":  # more lines follow (counted here; the last one makes it >= 1 more)
+            self._reply_lines += 1
+            self._reply_bytes += len(line)
+            if self._reply_lines >= _replies.MAX_REPLY_LINES or self._reply_bytes > _replies.MAX_REPLY_BYTES:
+                self._fail(failures.reply_too_long(self.policy.address, _replies.MAX_REPLY_LINES,
+                                                   _replies.MAX_REPLY_BYTES), fatal=True)
+                return None
             self._reply_code = line[:3]
             self.resp.append(line[4:])
             return None
-        self._reply_lines = self._reply_bytes = 0
-        self._reply_code = b""
-        if self._queue is None:  # set-up: ESMTPClient's state machine
+        if self._reply_lines:
+            if self._reply_bytes + len(line) > _replies.MAX_REPLY_BYTES:
+                self._fail(failures.reply_too_long(self.policy.address, _replies.MAX_REPLY_LINES,
+                                                   _replies.MAX_REPLY_BYTES), fatal=True)
+                return None
+            self._reply_lines = self._reply_bytes = 0
+            self._reply_code = b""
+        if queue is None:  # set-up: ESMTPClient's state machine
             return smtp.ESMTPClient.lineReceived(self, line)
-        self.resp.append(line[4:])
-        text, self.resp = b"\n".join(self.resp), []
+        if self.resp:
+            self.resp.append(line[4:])
+            text, self.resp = b"\n".join(self.resp), []
+        else:
+            text = line[4:]
         code = int(line[:3])
-        if not self._queue.reply(code, text):
+        if not queue.reply(code, text):
             self._unsolicited(code, text)
         return None
 

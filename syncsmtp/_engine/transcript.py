@@ -43,9 +43,6 @@ class Transcript:
         else:
             self.note(b"C: <redacted>", owner)
 
-    def received(self, line: bytes, owner: object | None = None) -> None:
-        self.note(b"S: " + line, owner)
-
     def disown(self, owner: object) -> None:
         """Make ``owner``'s lines the session's own (shown to every message)."""
         self._owners = [None if belongs_to is owner else belongs_to for belongs_to in self._owners]
@@ -66,8 +63,8 @@ class Transcript:
         """The lines from position ``since``; for an ``owner``, only the
         session's own lines (owned by nobody) and that owner's."""
         start = max(since - self._base, 0)
-        return tuple(
-            line.decode("utf-8", "replace")
-            for line, belongs_to in zip(self._lines[start:], self._owners[start:], strict=True)
-            if owner is None or belongs_to is None or belongs_to is owner
-        )
+        lines, owners = self._lines[start:], self._owners[start:]
+        if owner is not None:
+            lines = [line for line, belongs_to in zip(lines, owners, strict=True)
+                     if belongs_to is None or belongs_to is owner]
+        return tuple([line.decode("utf-8", "replace") for line in lines])
