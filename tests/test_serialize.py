@@ -1410,3 +1410,23 @@ def test_ascii_body_is_not_copied() -> None:
     body = "Body line.\n" * 1000
     message = _raw(body)
     assert any(part is body for part in serialize(message))
+
+
+@pytest.mark.parametrize("name, value", [
+    ("To", "bench@example.com"),
+    ("To", "Some Body <sink@example.com>, other@example.org"),
+    ("From", '"Quoted, Name" <a@example.com> (a comment (nested))'),
+    ("Cc", "Friends: carol@example.org, d@example.org;, e@example.org"),
+    ("Reply-To", "=?utf-8?q?caf=C3=A9?= <x@example.com>"),
+    ("To", "  spaced   out  <a@example.com>  "),
+    ("Sender", "obsolete@[127.0.0.1]"),
+    ("Content-Type", 'text/plain; charset="utf-8"; name="a b.txt"'),
+    ("Content-Disposition", "attachment; filename*=utf-8''caf%C3%A9.txt"),
+])
+def test_a_parse_tree_is_written_as_its_str(name: str, value: str) -> None:
+    # The header writer walks a tree without str()'s generator per node; what
+    # it writes must be exactly that str, whatever the nodes' own __str__ do.
+    message = EmailMessage()
+    message[name] = value
+    tree = message[name]._parse_tree
+    assert serialize_module._tree_text(tree) == str(tree)
