@@ -151,7 +151,7 @@ class SessionBase(SessionIO):
             # RFC 5321 4.2.1: every line of a reply has the same code.
             self._fail(failures.not_a_reply(self.policy.address, line), fatal=True)
             return None
-        if line[3:4] == b"-":  # more lines follow (counted here; the last one makes it >= 1 more)
+        if line[3:4] == b"-":  # more follow: counted here, so the last line makes one more
             self._reply_lines += 1
             self._reply_bytes += len(line)
             if self._reply_lines >= _replies.MAX_REPLY_LINES or self._reply_bytes > _replies.MAX_REPLY_BYTES:
