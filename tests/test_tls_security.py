@@ -176,3 +176,43 @@ def test_a_changed_ca_file_is_read_again(ca: PrivateCA) -> None:
             os.utime(trusted, (1, 1))  # a different modification time, whatever the clock
             with pytest.raises(syncsmtp.CertificateError):
                 syncsmtp.send(message(), changing, timeout=10)
+
+
+def test_a_certificate_s_names_are_read_once_and_a_refusal_never_remembered(
+    ca: PrivateCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each handshake verifies the chain; the name check of a leaf already found
+    valid for the host is remembered by its digest, a failed one never is."""
+    from OpenSSL import crypto
+
+    from syncsmtp import _tls
+
+    checked: list[str] = []
+    original = _tls.verify_certificate_hostname
+
+    def counting(certificate: object, hostname: str) -> None:
+        checked.append(hostname)
+        original(certificate, hostname)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_tls, "verify_certificate_hostname", counting)
+
+    def leaf(shape: CertificateShape, name: str) -> crypto.X509:
+        cert_file, _ = ca.leaf(shape, name)
+        with open(cert_file, "rb") as handle:
+            return crypto.load_certificate(crypto.FILETYPE_PEM, handle.read())
+
+    class Handshake:
+        refused = 0
+
+        def failVerification(self, reason: object) -> None:
+            self.refused += 1
+
+    good = leaf(CertificateShape("x", ("dns:localhost",)), "remembered-good")
+    evil = leaf(CertificateShape("evil.example"), "remembered-evil")
+    handshake = Handshake()
+    verify = _tls._ClientTLS(policy(ca, 25, "starttls"))._leaf_check(handshake)
+    assert verify(None, good, 0, 0, 1) and verify(None, good, 0, 0, 1)  # type: ignore[arg-type]
+    assert checked == ["localhost"]
+    assert not verify(None, evil, 0, 0, 1) and not verify(None, evil, 0, 0, 1)  # type: ignore[arg-type]
+    assert checked == ["localhost"] * 3 and handshake.refused == 2
+    assert not verify(None, good, 0, 0, 0)  # type: ignore[arg-type]  # a broken chain, whatever was remembered
