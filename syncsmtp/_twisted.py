@@ -23,6 +23,7 @@ __all__ = [
     "tcp_socket",
     "tls_reader",
     "tls_started",
+    "tls_writes_at_once",
     "unread",
     "write_at_once",
 ]
@@ -98,20 +99,52 @@ def write_at_once(transport: Any, data: bytes) -> None:
     """
     # Exactly a TCP connection: TLS wrappers proxy attributes such as
     # ``socket`` to the connection under them.
-    queue: Callable[[bytes], None] = transport.write
+    if not isinstance(transport, tcp.Connection) or transport.TLS:
+        transport.write(data)
+        return
+    _send_when_idle(transport, data, transport.write)
+
+
+def tls_writes_at_once(transport: Any) -> None:
+    """Make the TLS layer under ``transport`` write its records the way
+    :func:`write_at_once` writes plain bytes.
+
+    Why: Twisted's TLS layer (``TLSMemoryBIOProtocol``) hands each record it
+    produces to the connection under it with ``write``, which queues it for
+    the next loop iteration; a STARTTLS + AUTH send made some ten passes of
+    the reactor loop and twenty ``epoll_ctl`` calls more than a plaintext one.
+    Under STARTTLS that connection is ``twisted.internet._newtls._BypassTLS``
+    (its ``_connection`` the TCP connection); under implicit TLS it is the TCP
+    connection itself. Either way the layer's ``write`` becomes an instance
+    attribute that sends at once when the connection is idle and otherwise
+    calls the original. Anything else is left alone.
+    """
+    layer: Any = getattr(tls_reader(transport), "transport", None)
+    connection = getattr(layer, "_connection", layer)
+    if not isinstance(connection, tcp.Connection) or "write" in vars(layer):
+        return
+    queue: Callable[[bytes], None] = layer.write
+
+    def write(data: bytes) -> None:
+        _send_when_idle(connection, data, queue)
+
+    layer.write = write
+
+
+def _send_when_idle(connection: Any, data: bytes, queue: Callable[[bytes], None]) -> None:
+    """Send ``data`` on the TCP ``connection``'s socket when nothing waits in its
+    buffer; ``queue`` (Twisted's own write) takes the rest, or all of it."""
     if (
-        not isinstance(transport, tcp.Connection)
-        or transport.TLS
-        or not transport.connected
-        or transport.disconnecting
-        or transport._writeDisconnected
-        or transport._tempDataBuffer
-        or len(transport.dataBuffer) > transport.offset
+        not connection.connected
+        or connection.disconnecting
+        or connection._writeDisconnected
+        or connection._tempDataBuffer
+        or len(connection.dataBuffer) > connection.offset
     ):
         queue(data)
         return
     try:
-        sent = transport.socket.send(data)
+        sent = connection.socket.send(data)
     except (BlockingIOError, InterruptedError):
         sent = 0
     except OSError:

@@ -11,7 +11,7 @@ from loopback import serving
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 import syncsmtp
-from syncsmtp import _reactor
+from syncsmtp import _reactor, _twisted
 from syncsmtp._engine import SMTPClientProtocol
 from syncsmtp._twisted import acknowledge_reads_at_once, tcp_socket, tls_reader, write_at_once
 from syncsmtp.testing import SMTPTestServer
@@ -46,6 +46,43 @@ def test_the_tls_reader_and_socket_are_found_and_the_hook_comes_off(
     assert isinstance(reader, TLSMemoryBIOProtocol)
     assert isinstance(handle, socket.socket)
     assert hooked == hasattr(socket, "TCP_QUICKACK")
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_the_tls_layer_s_records_go_straight_to_the_socket(
+    smtp_server_factory: Any, monkeypatch: pytest.MonkeyPatch, tls: str
+) -> None:
+    from twisted.internet import tcp
+
+    server: SMTPTestServer = smtp_server_factory(tls=tls)
+    sends: list[tuple[Any, int]] = []
+    original = _twisted._send_when_idle
+
+    def spy(connection: Any, data: bytes, queue: Any) -> None:
+        sends.append((connection, len(data)))
+        original(connection, data, queue)
+
+    monkeypatch.setattr(_twisted, "_send_when_idle", spy)
+    result = syncsmtp.send(_message(), server.policy(), timeout=10, sender="a@example.com",
+                           recipients=["b@example.com"])
+    assert result.tls is not None
+    # The layer's records (the handshake's, EHLO, MAIL, the data, QUIT) came
+    # through the hook, on the TCP connection itself.
+    assert len(sends) >= 4, sends
+    assert all(isinstance(connection, tcp.Connection) for connection, _ in sends)
+    assert len({id(connection) for connection, _ in sends}) == 1
+
+
+def test_a_tls_hook_is_not_put_on_twice_nor_on_anything_else() -> None:
+    class Layer:
+        def write(self, data: bytes) -> None:
+            pass
+
+    class Reader:
+        transport = Layer()
+
+    _twisted.tls_writes_at_once(Reader())  # not over TCP: left alone
+    assert "write" not in vars(Reader.transport)
 
 
 def test_without_a_socket_nothing_is_hooked() -> None:

@@ -65,6 +65,7 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         if no_delay is not None:
             no_delay(True)
         if self.policy.tls == "implicit":
+            _twisted.tls_writes_at_once(self.transport)
             self._stop_quick_acks = _twisted.acknowledge_reads_at_once(self.transport)
         smtp.ESMTPClient.connectionMade(self)
         self._stage("greeting")
