@@ -1,0 +1,217 @@
+"""The floor under syncsmtp's design: the same SMTP exchange through a Twisted
+client in a reactor thread with no SMTP logic at all, beside smtplib and syncsmtp.
+
+Run by hand (not part of the test suite)::
+
+    python tests/benchmarks/bench_floor.py [--sequential 2000] [--fresh 300] [--rounds 3]
+
+syncsmtp runs its sessions in Twisted's reactor, in a thread of its own, and
+the caller blocks on each message (the design fixes this). Some CPU per
+message is the price of that design whatever the SMTP code does: the hand-off
+to the reactor thread and back, the reactor's event dispatch, Twisted's
+connection set-up and tear-down. This prints that price, measured with a
+bare client that does only what the wire needs:
+
+- it writes the same pipelined commands syncsmtp writes (MAIL, RCPT and DATA
+  in one write, the data and, on a fresh connection, QUIT in the next) and
+  counts reply lines, checking nothing else;
+- it hands each message to the reactor thread and waits for it the way
+  syncsmtp does (``syncsmtp._reactor.run``), and writes to the socket the
+  way syncsmtp does (``syncsmtp._twisted.write_at_once``).
+
+Every client sends the same message already serialised, as bytes with its
+envelope (``smtplib.SMTP.sendmail``, ``Mailer.send(bytes, sender=,
+recipients=)``), so that serialising an ``EmailMessage`` is not counted:
+``bench_mailer.py`` and ``bench_send.py`` time that case. All against
+Postfix's ``smtp-sink`` on 127.0.0.1, in one run, the clients' rounds taking
+turns; each figure is the median of ``--rounds``, with the CPU time of each
+thread of this process per message (from /proc, Linux only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import smtplib
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import twisted
+from postfix import SmtpSink
+from twisted.internet import defer, protocol
+
+import syncsmtp
+from syncsmtp import _reactor, _twisted
+
+SENDER = "bench@example.com"
+RECIPIENT = "sink@example.com"
+MESSAGE = (
+    b"From: bench@example.com\r\nTo: sink@example.com\r\nSubject: benchmark\r\n"
+    b"Message-ID: <floor@example.com>\r\nDate: Tue, 01 Dec 2026 12:00:00 +0000\r\n\r\n"
+    + (b"0123456789abcdef" * 4 + b"\r\n") * 16
+)
+COMMANDS = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (SENDER.encode(), RECIPIENT.encode())
+DATA = MESSAGE + b".\r\n"  # no line starts with a dot: nothing to stuff
+
+
+class BareClient(protocol.Protocol):
+    """SMTP on the wire and nothing more: writes, counts final reply lines."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._awaited = 0
+        self._then: Callable[[], None] = lambda: None
+        self.ready: defer.Deferred[BareClient] = defer.Deferred()
+        self.done: defer.Deferred[None] | None = None
+
+    def connectionMade(self) -> None:
+        self._expect(1, lambda: self._write(b"EHLO localhost\r\n", 1, lambda: self.ready.callback(self)))
+
+    def _expect(self, replies: int, then: Callable[[], None]) -> None:
+        self._awaited, self._then = replies, then
+
+    def _write(self, data: bytes, replies: int, then: Callable[[], None]) -> None:
+        self._expect(replies, then)
+        _twisted.write_at_once(self.transport, data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\r\n")
+        for line in lines:
+            if line[3:4] != b"-":
+                self._awaited -= 1
+                if self._awaited == 0:
+                    self._then()
+
+    def send(self, quit_after: bool) -> defer.Deferred[None]:
+        """MAIL, RCPT and DATA in one write; after the 354, the data (and QUIT)."""
+        done: defer.Deferred[None] = defer.Deferred()
+        self.done = done
+        tail = DATA + (b"QUIT\r\n" if quit_after else b"")
+        replies = 2 if quit_after else 1
+        self._write(COMMANDS, 3, lambda: self._write(tail, replies, lambda: done.callback(None)))
+        return done
+
+
+def _bare_connect(reactor: Any, port: int) -> defer.Deferred[BareClient]:
+    client = BareClient()
+    factory = protocol.ClientFactory.forProtocol(lambda: client)
+    factory.noisy = False
+    reactor.connectTCP("127.0.0.1", port, factory)
+    return client.ready
+
+
+def _bare_fresh(reactor: Any, port: int) -> defer.Deferred[None]:
+    def send(client: BareClient) -> defer.Deferred[None]:
+        done = client.send(quit_after=True)
+        done.addCallback(lambda _: client.transport.loseConnection())
+        return done
+
+    return _bare_connect(reactor, port).addCallback(send)
+
+
+def _thread_cpu() -> dict[int, float]:
+    """CPU seconds so far of each thread of this process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        with open(f"/proc/{os.getpid()}/task/{task}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        seconds[int(task)] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def measure(run: Callable[[], None], count: int) -> tuple[float, float, float]:
+    """Messages per second, and CPU µs per message in this thread and in the others."""
+    gc.collect()
+    me = threading.get_native_id()
+    before, started = _thread_cpu(), time.perf_counter()
+    run()
+    elapsed, after = time.perf_counter() - started, _thread_cpu()
+    caller = (after[me] - before[me]) * 1e6 / count
+    others = sum(after[t] - before.get(t, 0.0) for t in after if t != me) * 1e6 / count
+    return count / elapsed, caller, others
+
+
+def compare(title: str, runs: dict[str, Callable[[], None]], count: int, rounds: int) -> None:
+    figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            figures[name].append(measure(run, count))
+    print(f"{title} ({count} messages, median of {rounds} rounds)")
+    smtplib_rate = statistics.median(rate for rate, _, _ in figures["smtplib"])
+    for name, values in figures.items():
+        rate = statistics.median(v[0] for v in values)
+        caller = statistics.median(v[1] for v in values)
+        others = statistics.median(v[2] for v in values)
+        print(f"   {name:<22} {rate:8.1f} msg/s  {rate / smtplib_rate:5.2f}x smtplib   CPU per message: "
+              f"caller {caller:5.0f} us + reactor thread {others:5.0f} us = {caller + others:5.0f} us")
+    print()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=2000, help="messages on one reused connection")
+    parser.add_argument("--fresh", type=int, default=300, help="messages on a new connection each")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"python {platform.python_version()}, twisted {twisted.__version__}, "
+          f"syncsmtp {syncsmtp.__version__}\n")
+
+    with SmtpSink(backlog=1024) as sink:
+        port = sink.port
+        policy = syncsmtp.Policy(host="127.0.0.1", port=port, tls="none")
+
+        def smtplib_sequential() -> None:
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                for _ in range(args.sequential):
+                    client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+        def bare_sequential() -> None:
+            client = _reactor.run(_bare_connect, port, timeout=10)
+            for _ in range(args.sequential):
+                _reactor.run(lambda reactor: client.send(quit_after=False), timeout=10)
+            _reactor.run(lambda reactor: client.transport.loseConnection(), timeout=10)
+
+        def syncsmtp_sequential() -> None:
+            with syncsmtp.Mailer(policy, connections=1) as mailer:
+                for _ in range(args.sequential):
+                    mailer.send(MESSAGE, sender=SENDER, recipients=[RECIPIENT], timeout=10)
+
+        def smtplib_fresh() -> None:
+            for _ in range(args.fresh):
+                with smtplib.SMTP("127.0.0.1", port) as client:
+                    client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+        def bare_fresh() -> None:
+            for _ in range(args.fresh):
+                _reactor.run(_bare_fresh, port, timeout=10)
+
+        def syncsmtp_fresh() -> None:
+            for _ in range(args.fresh):
+                syncsmtp.send(MESSAGE, policy, sender=SENDER, recipients=[RECIPIENT], timeout=10)
+
+        syncsmtp_fresh()  # starts the reactor thread; a warm-up for every client
+        bare_fresh()
+        smtplib_fresh()
+        compare("1. one reused connection, sequential blocking sends",
+                {"smtplib": smtplib_sequential, "bare Twisted client": bare_sequential,
+                 "syncsmtp Mailer": syncsmtp_sequential}, args.sequential, args.rounds)
+        compare("2. a new connection for each message",
+                {"smtplib": smtplib_fresh, "bare Twisted client": bare_fresh,
+                 "syncsmtp.send": syncsmtp_fresh}, args.fresh, args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
