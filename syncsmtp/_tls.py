@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +125,9 @@ class _ClientTLS:
         # the host: reading a certificate's names in Python took about 0.5 ms
         # of each fresh send, for the same certificate every time.
         self._names_checked: dict[bytes, None] = {}
+        # TLS sessions of earlier connections to this server, each offered
+        # once for resumption (RFC 8446 section 4.6.1: a ticket is not reused).
+        self._sessions: deque[SSL.Session] = deque(maxlen=_SESSIONS_KEPT)
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:  # noqa: N802
         connection = SSL.Connection(self._context, None)
@@ -134,8 +138,20 @@ class _ClientTLS:
             connection.set_verify(
                 SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._leaf_check(tls_protocol)
             )
+        if self._sessions:
+            connection.set_session(self._sessions.pop())
         connection.set_connect_state()
         return connection
+
+    def keep_session(self, connection: SSL.Connection) -> None:
+        """Keep the session of ``connection`` (set up, and past the server's
+        first reply, by which time TLS 1.3 session tickets have come) for a
+        later connection to resume: no certificate sent, checked or signed
+        again. Sessions are kept per policy, so only for the same server
+        name, trust roots and client certificate."""
+        session = connection.get_session()
+        if session is not None:
+            self._sessions.append(session)
 
     def _leaf_check(self, tls_protocol: Any) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
         check = _name_check(self._host)
@@ -172,6 +188,9 @@ class _ClientTLS:
         return verify
 
 
+#: How many TLS sessions one policy keeps for resumption (one per
+#: connection that may open at once is enough).
+_SESSIONS_KEPT = 16
 #: How many leaf certificates one policy remembers as valid for its host
 #: (a server may rotate between a few; all are forgotten beyond this).
 _NAMES_CHECKED_SIZE = 16

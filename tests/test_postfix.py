@@ -168,3 +168,40 @@ def test_bdat_with_every_recipient_refused_delivers_nothing(fresh_postfix: Postf
             mailer.send(make_message(to="someone@elsewhere.test"), timeout=30)
         assert mailer.send(make_message(), timeout=30).accepted == ("rcpt@example.com",)
     assert len(fresh_postfix.wait_for(1)) == 1
+
+
+def test_later_sends_resume_the_tls_session_of_the_same_policy_only(
+    fresh_postfix: PostfixInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A later connection resumes an earlier session (no certificate sent or
+    checked again: OpenSSL calls no verify callback), within one policy only."""
+    from syncsmtp import _tls
+
+    verified: list[int] = []
+    original = _tls._ClientTLS._leaf_check
+
+    def counting(self: _tls._ClientTLS, tls_protocol: object) -> object:
+        verify = original(self, tls_protocol)
+
+        def verify_and_count(*args: object) -> bool:
+            verified.append(args[3])  # type: ignore[arg-type]
+            return verify(*args)  # type: ignore[arg-type]
+
+        return verify_and_count
+
+    monkeypatch.setattr(_tls._ClientTLS, "_leaf_check", counting)
+    # A policy no other test uses: TLS sessions are kept per policy (value).
+    policy = policy_for(fresh_postfix, local_hostname="resumption.test")
+    handshakes = []
+    for _ in range(3):
+        before = len(verified)
+        result = syncsmtp.send(make_message(), policy, timeout=30)
+        assert result.tls is not None and result.auth_mechanism is not None
+        handshakes.append(len(verified) - before)
+    assert handshakes[0] >= 1 and 0 in verified[:handshakes[0]]  # the leaf was checked
+    assert handshakes[1:] == [0, 0]  # resumed
+    other = policy.with_options(auth_mechanisms=("LOGIN",))
+    before = len(verified)
+    syncsmtp.send(make_message(), other, timeout=30)
+    assert len(verified) > before  # another policy: a full handshake
+    assert len(fresh_postfix.wait_for(4)) == 4

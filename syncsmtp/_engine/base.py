@@ -64,6 +64,8 @@ class SessionBase(SessionIO):
         self.heloFallback = policy.helo_fallback
         self.reactor = reactor
         self.policy = policy
+        #: Makes this session's TLS connections (STARTTLS or implicit); None without TLS.
+        self.tls_creator = tls_options
         self._progress = progress
         self.ready: defer.Deferred[Any] = defer.Deferred()
         self.closed: defer.Deferred[None] = defer.Deferred()

@@ -136,6 +136,8 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
 
     def esmtpState_serverConfig(self, code: int, resp: bytes) -> None:  # noqa: N802
         self._stop_quick_acks()  # the first reply after the handshake has come
+        if self.tls is not None and self.tls_creator is not None:
+            self.tls_creator.keep_session(self.transport.getHandle())
         self.capabilities = parse_ehlo(resp)
         self.tryTLS(code, resp, self.capabilities)
 
