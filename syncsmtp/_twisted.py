@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
+from twisted.mail import smtp
 
 __all__ = [
+    "ESMTPClient",
     "acknowledge_reads_at_once",
     "discard_unread",
     "expect",
@@ -29,6 +31,32 @@ __all__ = [
 ]
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+#: Names of ``twisted.mail.smtp.ESMTPClient``'s namespace that :data:`ESMTPClient` leaves out.
+DROPPED_FROM_ESMTP_CLIENT = frozenset({"__getattr__", "__setattr__", "__dict__", "__weakref__"})
+
+#: ``twisted.mail.smtp.ESMTPClient`` without its ``__getattr__`` and ``__setattr__``:
+#: a class of its own, on the same base (``SMTPClient``), holding every other
+#: name of ESMTPClient's namespace (the same functions).
+#:
+#: Why: those two methods only warn about ``tlsMode``, deprecated since Twisted
+#: 13.0, but a class with a Python ``__getattr__`` gets CPython's generic
+#: attribute hook, and the interpreter never specializes a read of an
+#: attribute of its instances (CPython 3.11 and 3.12): every ``self.x`` in
+#: every method of a session, Twisted's and syncsmtp's, took the slow path.
+#: ESMTPClient's methods call their bases by name, never through ``super()``,
+#: so they work unchanged on this class; ``tests/test_twisted_internals.py``
+#: checks that this still holds.
+if TYPE_CHECKING:  # to a type checker it is ESMTPClient itself
+    ESMTPClient = smtp.ESMTPClient
+else:
+    ESMTPClient = type(
+        "ESMTPClient",
+        smtp.ESMTPClient.__bases__,
+        {name: value for name, value in vars(smtp.ESMTPClient).items()
+         if name not in DROPPED_FROM_ESMTP_CLIENT},
+    )
 
 
 def tls_reader(transport: Any) -> Any:

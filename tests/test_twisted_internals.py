@@ -158,3 +158,30 @@ def test_a_write_to_anything_but_plain_tcp_takes_twisted_s_path() -> None:
     transport = Recording()
     write_at_once(transport, b"EHLO x\r\n")
     assert transport.written == [b"EHLO x\r\n"]
+
+
+def test_the_session_s_esmtp_client_is_twisted_s_without_its_attribute_hooks() -> None:
+    """``_twisted.ESMTPClient`` holds ESMTPClient's namespace but the two hooks,
+    which only warn about the deprecated ``tlsMode``; its methods must not
+    reach their class through ``super()``, which would fail on a copy."""
+    import inspect
+
+    from twisted.mail import smtp
+
+    original = vars(smtp.ESMTPClient)
+    kept = {name: value for name, value in original.items() if name not in _twisted.DROPPED_FROM_ESMTP_CLIENT}
+    copy = vars(_twisted.ESMTPClient)
+    assert {name: copy.get(name) for name in kept} == kept
+    assert _twisted.ESMTPClient.__bases__ == smtp.ESMTPClient.__bases__
+    for name in ("__getattr__", "__setattr__"):
+        if name in original:
+            assert "tlsMode" in inspect.getsource(original[name]), name
+    for name, value in original.items():
+        code = getattr(value, "__code__", None)
+        assert code is None or "__class__" not in code.co_freevars, f"{name} uses super()"
+    hooks = [(cls.__name__, name) for cls in SMTPClientProtocol.__mro__ if cls is not object
+             for name in ("__getattr__", "__getattribute__", "__setattr__") if name in vars(cls)]
+    assert hooks == []
+    session = SMTPClientProtocol.__new__(SMTPClientProtocol)
+    with pytest.raises(AttributeError):
+        session.no_such_attribute  # noqa: B018

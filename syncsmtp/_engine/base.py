@@ -49,9 +49,6 @@ class SessionBase(SessionIO):
 
     debug = False  # Twisted's LineLog would keep credentials in memory.
     MAX_LENGTH = _replies.MAX_LINE_BYTES
-    # ESMTPClient's own __setattr__ only warns about a long-deprecated name, and
-    # costs a Python call on every one of the many attribute writes of a send.
-    __setattr__ = object.__setattr__
 
     def __init__(self, reactor: Any, policy: Policy, tls_options: Any, progress: Progress) -> None:
         secret = (policy.password or "").encode("utf-8") if policy.username else None

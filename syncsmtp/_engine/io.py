@@ -15,7 +15,7 @@ from .transcript import Transcript
 __all__ = ["SessionIO"]
 
 
-class SessionIO(smtp.ESMTPClient):
+class SessionIO(_twisted.ESMTPClient):
     """Reading and writing for :class:`~syncsmtp._engine.base.SessionBase`."""
 
     transport: Any
