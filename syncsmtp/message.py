@@ -35,8 +35,6 @@ _BAD_LINE_BREAK = re.compile(r"\r\n(?![ \t])|\r(?!\n)|\n(?![ \t])")
 # NUL ends a string in many receivers, ESC drives terminals.
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _RAW_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-# The end of the header section of data given as bytes.
-_RAW_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_FORBIDDEN = re.compile(r"[\x00-\x20\x7f<>]")
 # Envelope addresses, as smtplib sends them and the server judges them; only
 # what would change how the command line reads is refused. Never in one:
@@ -282,12 +280,21 @@ def _check_headers(message: email.message.Message) -> None:
 
 def _check_raw_headers(data: bytes) -> None:
     """Control characters in the header section of data given as bytes."""
-    end = _RAW_HEADER_END.search(data)
-    found = _RAW_HEADER_CONTROL.search(data, 0, end.start() if end else len(data))
+    found = _RAW_HEADER_CONTROL.search(data, 0, _header_section_end(data))
     if found is not None:
         line_start = data.rfind(b"\n", 0, found.start()) + 1
         name = data[line_start:found.start()].partition(b":")[0].decode("ascii", "replace")
         raise MessageError(_control_error(name))
+
+
+def _header_section_end(data: bytes) -> int:
+    """Where the first empty line of ``data`` starts (LF or CRLF line ends), or
+    its length: found with ``bytes.find``, as a pattern tried at every
+    position of a 1 KiB message cost more than the rest of its checks."""
+    crlf = data.find(b"\n\r\n")
+    lf = data.find(b"\n\n", 0, len(data) if crlf < 0 else crlf + 1)
+    ends = [end for end in (crlf, lf) if end >= 0]
+    return min(ends) if ends else len(data)
 
 
 def _control_error(name: str) -> str:

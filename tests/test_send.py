@@ -760,3 +760,17 @@ def test_a_message_just_under_a_chunk_that_dot_stuffing_makes_longer(
                            recipients=["b@example.com"])
     assert result.reply is not None and result.reply.code == 250
     assert server.outbox[0].data == data
+
+
+@pytest.mark.parametrize("blank_line", [b"\r\n\r\n", b"\n\n", b"\r\n\n", b"\n\r\n"])
+def test_the_header_section_of_bytes_ends_at_its_first_empty_line(blank_line: bytes) -> None:
+    # Before the empty line a control character is a header's and refused;
+    # after it, the body's business.
+    from syncsmtp.message import prepare_message
+
+    envelope = {"sender": "a@example.com", "recipients": ["b@example.com"]}
+    with pytest.raises(syncsmtp.MessageError, match="'Subject'"):
+        prepare_message(b"From: a@example.com\nSubject: x\x01y" + blank_line + b"body", **envelope)
+    prepare_message(b"From: a@example.com\nSubject: xy" + blank_line + b"bo\x01dy\n\nmore", **envelope)
+    with pytest.raises(syncsmtp.MessageError, match="'X'"):
+        prepare_message(b"Subject: xy\r\nX: \x1b" + blank_line + b"body", **envelope)
