@@ -78,7 +78,7 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
             self._queue.stop()
         if self._quit_timer is not None and self._quit_timer.active():
             self._quit_timer.cancel()
-        if not self._inflight:
+        if not self._inflight and not self.ready.called:  # lost during set-up
             error = self._lost(reason, self._progress)
             self._settle(error, None)
             self._fire(self.ready, error)
