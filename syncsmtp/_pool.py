@@ -62,7 +62,11 @@ class SessionPool:
     _busy: set[SMTPClientProtocol] = field(default_factory=set)
     _connecting: int = 0
     _waiting: deque[_Request] = field(default_factory=deque)
-    _idle_timers: dict[SMTPClientProtocol, Any] = field(default_factory=dict)
+    # When each idle session was parked, and the one timer that quits those
+    # idle for idle_timeout (a timer per park and a cancel per reuse cost a
+    # reused send more than this does).
+    _idle_since: dict[SMTPClientProtocol, float] = field(default_factory=dict)
+    _reaper: Any = None
     _sessions: set[SMTPClientProtocol] = field(default_factory=set)
     _expired: set[SMTPClientProtocol] = field(default_factory=set)
     # open() calls waiting for a session to be set up.
@@ -144,9 +148,7 @@ class SessionPool:
     def _take_idle(self) -> SMTPClientProtocol | None:
         while self._idle:
             session = self._idle.pop()  # most recently used: least likely to have timed out
-            timer = self._idle_timers.pop(session, None)
-            if timer is not None and timer.active():
-                timer.cancel()
+            self._idle_since.pop(session, None)
             if session.idle:
                 return session
         return None
@@ -271,22 +273,29 @@ class SessionPool:
 
     def _park(self, session: SMTPClientProtocol) -> None:
         self._idle.append(session)
-        self._idle_timers[session] = self.reactor.callLater(self.idle_timeout, self._expire, session)
+        self._idle_since[session] = float(self.reactor.seconds())
+        if self._reaper is None or not self._reaper.active():
+            self._reaper = self.reactor.callLater(self.idle_timeout, self._expire_idle)
 
-    def _expire(self, session: SMTPClientProtocol) -> None:
-        self._idle_timers.pop(session, None)
-        if session in self._idle:
-            self._idle.remove(session)
-            session.quit()
+    def _expire_idle(self) -> None:
+        """QUIT the sessions idle for ``idle_timeout``; come back for the next one."""
+        now = float(self.reactor.seconds())
+        for session, since in list(self._idle_since.items()):
+            if now - since >= self.idle_timeout:
+                del self._idle_since[session]
+                self._idle.remove(session)
+                session.quit()
+        if self._idle_since:
+            first = min(self._idle_since.values())
+            self._reaper = self.reactor.callLater(max(0.0, first + self.idle_timeout - now),
+                                                  self._expire_idle)
 
     def _forget(self, session: SMTPClientProtocol) -> None:
         self._sessions.discard(session)
         self._busy.discard(session)
         if session in self._idle:
             self._idle.remove(session)
-        timer = self._idle_timers.pop(session, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._idle_since.pop(session, None)
         if not self._closing:
             self._dispatch()  # a waiting message may now get a connection of its own
 
@@ -318,8 +327,9 @@ class SessionPool:
     def close(self) -> defer.Deferred[None]:
         """QUIT every session (busy ones after their message) and fail waiting messages."""
         self._closing = True
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()
+        for timer in (self._wake, self._reaper):
+            if timer is not None and timer.active():
+                timer.cancel()
         self._opened(Failure(SMTPError("the Mailer was closed before a connection was set up",
                                        host=self.policy.host, stage="connect")))
         while self._waiting:

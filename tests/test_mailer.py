@@ -112,6 +112,21 @@ def test_idle_connections_are_closed(smtp_server: SMTPTestServer) -> None:
     assert smtp_server.connections == 2
 
 
+def test_the_idle_timeout_counts_from_the_last_message(smtp_server: SMTPTestServer) -> None:
+    # Used again before its idle_timeout from the first message, a connection
+    # gets the whole timeout again from the second.
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1, idle_timeout=1.0) as mailer:
+        for subject in ("a", "b", "c"):
+            mailer.send(make_message(subject), timeout=10)
+            time.sleep(0.6)
+        assert smtp_server.connections == 1
+        deadline = time.monotonic() + 10
+        while smtp_server.commands[0][-1:] != [b"QUIT"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert smtp_server.commands[0][-1] == b"QUIT"
+    assert smtp_server.connections == 1
+
+
 def test_waiting_for_a_busy_connection_counts_against_the_deadline(smtp_server: SMTPTestServer) -> None:
     smtp_server.stall("rcpt")
     with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
