@@ -210,12 +210,7 @@ def test_a_reply_of_too_many_lines_is_a_protocol_error() -> None:
 @pytest.mark.parametrize("lines, refused", [(512, False), (513, True)])
 def test_the_reply_line_limit_is_exact(lines: int, refused: bool) -> None:
     script = Script(ehlo=b"250-x\r\n" * (lines - 1) + b"250 8BITMIME\r\n")
-    with scripted(script) as port:
-        if refused:
-            with pytest.raises(syncsmtp.ProtocolError, match="more than 512 lines"):
-                syncsmtp.send(message(), policy(port), timeout=5)
-        else:
-            assert syncsmtp.send(message(), policy(port), timeout=5).accepted == ("b@example.com",)
+    _send_expecting(script, "more than 512 lines" if refused else None)
 
 
 @pytest.mark.parametrize("last_line_bytes, refused", [(96, False), (97, True)])
@@ -225,13 +220,18 @@ def test_the_reply_size_limit_counts_the_last_line_too(last_line_bytes: int, ref
     continuation = b"250-" + b"x" * 4086 + b"\r\n"
     last = b"250 " + b"y" * (last_line_bytes - 4) + b"\r\n"
     assert 16 * (len(continuation) - 2) + len(last) - 2 == 65536 + last_line_bytes - 96
-    script = Script(ehlo=continuation * 16 + last)
+    _send_expecting(Script(ehlo=continuation * 16 + last), "65536 bytes" if refused else None)
+
+
+def _send_expecting(script: Script, refusal: str | None) -> None:
+    """Send through ``script``: refused with a ProtocolError matching
+    ``refusal``, or (None) delivered."""
     with scripted(script) as port:
-        if refused:
-            with pytest.raises(syncsmtp.ProtocolError, match="65536 bytes"):
-                syncsmtp.send(message(), policy(port), timeout=5)
-        else:
+        if refusal is None:
             assert syncsmtp.send(message(), policy(port), timeout=5).accepted == ("b@example.com",)
+            return
+        with pytest.raises(syncsmtp.ProtocolError, match=refusal):
+            syncsmtp.send(message(), policy(port), timeout=5)
 
 
 def test_a_long_but_reasonable_ehlo_reply_is_read() -> None:
