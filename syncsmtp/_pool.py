@@ -16,6 +16,7 @@ runs while it waits.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,11 @@ class SessionPool:
     gate: Gate = field(default_factory=lambda: Gate(None, 1.0, 60.0))
     _idle: list[SMTPClientProtocol] = field(default_factory=list)
     _busy: set[SMTPClientProtocol] = field(default_factory=set)
+    # Busy sessions that said they had room for another message (PIPELINING),
+    # most recent last; one may have filled up since, and is checked when
+    # taken. Scanning every busy session instead cost a quarter of the
+    # reactor's calls a message in send_many over 8 connections.
+    _roomy: list[SMTPClientProtocol] = field(default_factory=list)
     _connecting: int = 0
     _waiting: deque[_Request] = field(default_factory=deque)
     # When each idle session was parked, and the one timer that quits those
@@ -155,7 +161,19 @@ class SessionPool:
 
     def _take_with_room(self) -> SMTPClientProtocol | None:
         """A busy session that can take the next message behind its current ones (PIPELINING)."""
-        return next((session for session in self._busy if session.can_take), None)
+        roomy = self._roomy
+        while roomy:
+            session = roomy[-1]
+            if session.can_take and session in self._busy:
+                return session  # kept: it may have room for more after this one
+            roomy.pop()
+        return None
+
+    def _has_room(self, session: SMTPClientProtocol) -> None:
+        """``session`` (busy) may take another message: remember it and hand one over."""
+        if session not in self._roomy:
+            self._roomy.append(session)
+        self._dispatch()
 
     def _start(self, session: SMTPClientProtocol, request: _Request) -> None:
         self._busy.add(session)
@@ -169,6 +187,8 @@ class SessionPool:
         self._judge(outcome)
         if session.idle or session.closed.called:
             self._busy.discard(session)
+        elif session.can_take and session not in self._roomy:
+            self._roomy.append(session)  # a finished message made room
         request.session = request.outcome = None
         # Park the session first: the outcome's callbacks may queue the next message.
         if session.idle:
@@ -243,7 +263,7 @@ class SessionPool:
 
     def _ready(self, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
-        session.on_room = self._dispatch
+        session.on_room = functools.partial(self._has_room, session)
         if self._closing:
             session.quit()
             return
@@ -293,6 +313,8 @@ class SessionPool:
     def _forget(self, session: SMTPClientProtocol) -> None:
         self._sessions.discard(session)
         self._busy.discard(session)
+        if session in self._roomy:
+            self._roomy.remove(session)
         if session in self._idle:
             self._idle.remove(session)
         self._idle_since.pop(session, None)
