@@ -31,6 +31,17 @@ def make_message(n: int) -> email.message.EmailMessage:
     return message
 
 
+def run_concurrently(function: Callable[[int], None], count: int, seconds: float) -> None:
+    """Call ``function(0)`` to ``function(count - 1)`` in threads of their own, and
+    wait for them all, each at most ``seconds``."""
+    threads = [threading.Thread(target=function, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds)
+    assert not any(thread.is_alive() for thread in threads)
+
+
 def mail_times(server: SMTPTestServer) -> list[float]:
     """Start recording when each MAIL FROM reaches the server; the list fills as they come."""
     times: list[float] = []
@@ -73,12 +84,7 @@ def test_sixteen_threads_share_one_rate(smtp_server_factory: ServerFactory) -> N
             except BaseException as error:  # reported below
                 errors.append(error)
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
-        assert not any(thread.is_alive() for thread in threads)
+        run_concurrently(worker, 16, seconds=60)
     assert not errors, errors
     assert len(server.outbox) == 32 and len(times) == 32
     assert server.connections <= 4
@@ -109,11 +115,7 @@ def test_a_message_that_gets_no_turn_in_time_fails_unsent(smtp_server_factory: S
             except syncsmtp.SMTPError as error:
                 outcomes.append(error)
 
-        threads = [threading.Thread(target=one, args=(n,)) for n in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
+        run_concurrently(one, 2, seconds=30)
     results = [o for o in outcomes if isinstance(o, syncsmtp.SendResult)]
     errors = [o for o in outcomes if isinstance(o, syncsmtp.SendTimeout)]
     assert len(results) == 1 and len(errors) == 1, outcomes
