@@ -171,9 +171,12 @@ class SessionPool:
 
     def _has_room(self, session: SMTPClientProtocol) -> None:
         """``session`` (busy) may take another message: remember it and hand one over."""
+        self._remember_room(session)
+        self._dispatch()
+
+    def _remember_room(self, session: SMTPClientProtocol) -> None:
         if session not in self._roomy:
             self._roomy.append(session)
-        self._dispatch()
 
     def _start(self, session: SMTPClientProtocol, request: _Request) -> None:
         self._busy.add(session)
@@ -187,8 +190,8 @@ class SessionPool:
         self._judge(outcome)
         if session.idle or session.closed.called:
             self._busy.discard(session)
-        elif session.can_take and session not in self._roomy:
-            self._roomy.append(session)  # a finished message made room
+        elif session.can_take:
+            self._remember_room(session)  # a finished message made room
         request.session = request.outcome = None
         # Park the session first: the outcome's callbacks may queue the next message.
         if session.idle:
