@@ -22,6 +22,7 @@ __all__ = [
     "expect",
     "mark_tls_started",
     "on_refusal",
+    "start_client_tls",
     "tcp_socket",
     "tls_reader",
     "tls_started",
@@ -110,6 +111,23 @@ def acknowledge_reads_at_once(transport: Any) -> Callable[[], None]:
             del reader.dataReceived
 
     return stop
+
+
+def start_client_tls(transport: Any, context: Any) -> None:
+    """Start TLS on ``transport`` in the client's role (STARTTLS).
+
+    Why: a connection the reactor adopted (``adoptStreamConnection``, see
+    :mod:`syncsmtp._dial`) is a ``tcp.Server``, whose ``startTLS`` would take
+    the server's side of the handshake. Its ``normal`` argument (not part of
+    ``ITLSTransport``) says whether TLS goes the transport's way; False on a
+    server makes it the TLS client.
+    """
+    adopted = isinstance(transport, tcp.Server)
+    start: Callable[..., None] = transport.startTLS
+    if adopted:
+        start(context, normal=False)
+    else:
+        start(context)
 
 
 def write_at_once(transport: Any, data: bytes) -> None:

@@ -8,10 +8,12 @@ so applications that never send (or not yet) pay nothing for Twisted.
 from __future__ import annotations
 
 import math
+import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import _messages, _reactor
+from . import _dial, _messages, _reactor
 from .dsn import DSN, check_options, with_options
 from .errors import ConnectionLostError, SendTimeout, SMTPError
 from .message import MessageInput, prepare_message
@@ -85,13 +87,38 @@ def send(
     envelope = with_options(envelope, message, dsn, require_tls)
 
     _reactor.check_caller()
-    from ._engine import Progress, deliver
+    from ._engine import Progress, deliver, dial_address
 
     progress = Progress()
-    result: SendResult = wait_for_outcome(
-        policy, progress, deadline, deliver, policy, envelope, deadline, progress
-    )
+    dialled, time_left = _dial_first(policy, deadline, dial_address)
+    try:
+        result: SendResult = wait_for_outcome(
+            policy, progress, deadline, deliver, policy, envelope, time_left, progress, dialled
+        )
+    except BaseException:
+        if dialled is not None:
+            dialled.close()  # not adopted (a reactor that stopped): nothing is left open
+        raise
     return result
+
+
+def _dial_first(
+    policy: Policy, deadline: float, dial_address: Callable[[Policy, float], str | None]
+) -> tuple[socket.socket | None, float]:
+    """The connection made in this thread when the policy's server has a
+    known address (:mod:`syncsmtp._dial`), and what is left of ``deadline``;
+    the deadline passing is the same error as when the reactor connects."""
+    address = dial_address(policy, time.time())
+    if address is None:
+        return None, deadline
+    started = time.monotonic()
+    try:
+        dialled = _dial.dial(address, policy.effective_port, deadline)
+    except TimeoutError:
+        from ._engine import connect_timeout
+
+        raise connect_timeout(policy, deadline) from None
+    return dialled, max(deadline - (time.monotonic() - started), 0.001)
 
 
 def check(policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:

@@ -160,6 +160,41 @@ def test_a_write_to_anything_but_plain_tcp_takes_twisted_s_path() -> None:
     assert transport.written == [b"EHLO x\r\n"]
 
 
+def test_an_adopted_connection_is_a_server_transport_whose_tls_can_take_the_client_s_side() -> None:
+    """``start_client_tls`` relies on ``adoptStreamConnection`` giving a
+    ``tcp.Server`` and on its ``startTLS`` taking ``normal`` (False: the TLS
+    client on a server transport). The handshake itself is tested through
+    real STARTTLS sends in ``test_dial.py``."""
+    import inspect
+
+    from twisted.internet import tcp
+
+    assert "normal" in inspect.signature(tcp.Server.startTLS).parameters
+    assert tcp.Server._tlsClientDefault is False  # what "normal=False" reverses
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        dialled = socket.create_connection(listener.getsockname(), timeout=5)
+        accepted, _ = listener.accept()
+        dialled.setblocking(False)
+
+        def adopt(reactor: Any) -> str:
+            from twisted.internet.protocol import Factory, Protocol
+
+            transport = reactor.adoptStreamConnection(dialled.fileno(), dialled.family,
+                                                      Factory.forProtocol(Protocol))
+            kind = type(transport).__name__
+            transport.abortConnection()
+            return kind
+
+        try:
+            assert _reactor.run(adopt, timeout=10) == "Server"
+        finally:
+            dialled.close()
+            accepted.close()
+
+
 def test_the_session_s_esmtp_client_is_twisted_s_without_its_attribute_hooks() -> None:
     """``_twisted.ESMTPClient`` holds ESMTPClient's namespace but the two hooks,
     which only warn about the deprecated ``tlsMode``; its methods must not

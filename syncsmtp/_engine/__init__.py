@@ -19,9 +19,9 @@ Every use of a Twisted private name is in :mod:`syncsmtp._twisted`.
 
 from __future__ import annotations
 
-from .connect import connect_timeout, deliver, open_session
+from .connect import connect_timeout, deliver, dial_address, open_session
 from .progress import Progress
 from .session import SMTPClientProtocol
 
-__all__ = ["Progress", "SMTPClientProtocol", "connect_timeout", "deliver",
+__all__ = ["Progress", "SMTPClientProtocol", "connect_timeout", "deliver", "dial_address",
            "open_session"]

@@ -9,6 +9,7 @@ delivery. Here one connection is made; a loss is reported, with
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,7 @@ from . import failures
 from .progress import Progress
 from .session import SMTPClientProtocol
 
-__all__ = ["connect_timeout", "deliver", "open_session"]
+__all__ = ["connect_timeout", "deliver", "dial_address", "open_session"]
 
 connect_timeout = failures.connect_timeout
 
@@ -71,6 +72,11 @@ class KnownAddresses:
     def __init__(self) -> None:
         self._known: dict[tuple[str, int], tuple[str, float]] = {}
 
+    def peek(self, host: str, port: int, now: float) -> str | None:
+        """Like :meth:`get`, but changes nothing (safe from another thread)."""
+        found = self._known.get((host, port))
+        return found[0] if found is not None and found[1] > now else None
+
     def get(self, host: str, port: int, now: float) -> str | None:
         found = self._known.get((host, port))
         if found is not None and found[1] > now:
@@ -109,15 +115,37 @@ class _Passing(protocol.ClientFactory):
         self._failed(reason)
 
 
-class Connection:
-    """Opens the TCP (and, for implicit TLS, TLS) connection of one session."""
+def dial_address(policy: Policy, now: float) -> str | None:
+    """The address a connection for ``policy`` may be made to straight away,
+    outside the reactor (:mod:`syncsmtp._dial`): the host itself when it is
+    an IP address, else the one its name reached lately; None when the name
+    must be resolved first. Read-only, so any thread may ask."""
+    host = policy.host
+    if isIPAddress(host) or isIPv6Address(host):
+        return host
+    return known_addresses.peek(host, policy.effective_port, now)
 
-    def __init__(self, reactor: Any, policy: Policy, factory: Any, timeout: float) -> None:
+
+class Connection:
+    """Opens the TCP (and, for implicit TLS, TLS) connection of one session,
+    or adopts one made already (``dialled``, see :mod:`syncsmtp._dial`)."""
+
+    def __init__(self, reactor: Any, policy: Policy, factory: Any, timeout: float,
+                 dialled: socket.socket | None = None) -> None:
         self._connector: Any = None
         self._resolving: defer.Deferred[Any] | None = None
         self._cancelled = False
         self._reactor, self._factory, self._timeout = reactor, factory, timeout
         host, port = policy.host, policy.effective_port
+        if dialled is not None:
+            with dialled:  # the reactor works on its own copy of the socket
+                adopt = getattr(reactor, "adoptStreamConnection", None)
+                if adopt is not None:
+                    try:
+                        adopt(dialled.fileno(), dialled.family, factory)
+                        return
+                    except OSError:  # the peer hung up meanwhile: connect afresh
+                        pass
         if isIPAddress(host) or isIPv6Address(host):
             # No resolver for an IP literal: HostnameEndpoint would still hand it to
             # getaddrinfo in the thread pool, a thread hop and several loop turns.
@@ -157,10 +185,12 @@ class Connection:
 
 
 def open_session(
-    reactor: Any, policy: Policy, progress: Progress, timeout: float
+    reactor: Any, policy: Policy, progress: Progress, timeout: float,
+    dialled: socket.socket | None = None,
 ) -> tuple[SMTPClientProtocol, Connection]:
-    """Start connecting a session (reactor thread). Its ``ready`` fires when it
-    can take a message, or fails (a connect failure included). Raises an
+    """Start connecting a session (reactor thread), or start it on the
+    connected socket ``dialled``. Its ``ready`` fires when it can take a
+    message, or fails (a connect failure included). Raises an
     :class:`SMTPError` when the policy's TLS files cannot be used."""
     tls_options = client_tls_options(policy) if policy.tls != "none" else None
     session = SMTPClientProtocol(reactor, policy, tls_options, progress)
@@ -173,13 +203,15 @@ def open_session(
     if policy.tls == "implicit":
         assert tls_options is not None
         factory = TLSMemoryBIOFactory(tls_options, True, factory)
-    return session, Connection(reactor, policy, factory, timeout)
+    return session, Connection(reactor, policy, factory, timeout, dialled)
 
 
 def deliver(
-    reactor: Any, policy: Policy, envelope: Envelope, timeout: float, progress: Progress
+    reactor: Any, policy: Policy, envelope: Envelope, timeout: float, progress: Progress,
+    dialled: socket.socket | None = None,
 ) -> defer.Deferred[SendResult]:
-    """Connect, send ``envelope`` as ``policy`` says, QUIT, and fire with the outcome.
+    """Connect (or take the connected socket ``dialled``), send ``envelope``
+    as ``policy`` says, QUIT, and fire with the outcome.
 
     Runs in the reactor thread. The returned Deferred fires with a
     :class:`SendResult` or fails with an :class:`SMTPError`; cancelling it drops
@@ -197,8 +229,10 @@ def deliver(
 
     done: defer.Deferred[SendResult] = defer.Deferred(cancel)
     try:
-        session, connection = open_session(reactor, policy, progress, timeout)
+        session, connection = open_session(reactor, policy, progress, timeout, dialled)
     except SMTPError as error:
+        if dialled is not None:
+            dialled.close()
         done.errback(Failure(error))
         return done
 

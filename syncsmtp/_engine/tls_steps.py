@@ -54,7 +54,7 @@ class TLSSteps(SessionBase):
         self._stage("starttls")
         self.flush_held()  # nothing written before STARTTLS may leave encrypted
         try:
-            self.transport.startTLS(self.context)
+            _twisted.start_client_tls(self.transport, self.context)
         except Exception as exc:
             self._fail(failures.tls_not_started(self.policy.address, exc), fatal=True)
             return
