@@ -248,7 +248,8 @@ class SessionPool:
             return outcome
 
         session.ready.addBoth(stop_setup_timer)
-        session.ready.addCallbacks(self._ready, self._setup_failed, errbackArgs=(session,))
+        session.ready.addCallbacks(self._ready, self._setup_failed, callbackArgs=(session,),
+                                   errbackArgs=(session,))
         session.closed.addCallback(lambda _: self._forget(session))
 
     def _connect_timeout(self) -> float:
@@ -264,7 +265,7 @@ class SessionPool:
             else:
                 session.ready.errback(Failure(SMTPError("connecting took too long", stage="connect")))
 
-    def _ready(self, session: SMTPClientProtocol) -> None:
+    def _ready(self, _: None, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
         session.on_room = functools.partial(self._has_room, session)
         if self._closing:

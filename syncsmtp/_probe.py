@@ -129,7 +129,9 @@ class _Attempt:
         self._session.ready.addCallbacks(self._ready, self._failed)
         return self.done
 
-    def _ready(self, session: SMTPClientProtocol) -> None:
+    def _ready(self, _: None) -> None:
+        session = self._session
+        assert session is not None
         self.observation.take(session)
         session.quit().addBoth(self._finish)
 

@@ -129,16 +129,17 @@ class _ClientTLS:
         # TLS sessions of earlier connections to this server, each offered
         # once for resumption (RFC 8446 section 4.6.1: a ticket is not reused).
         self._sessions: deque[SSL.Session] = deque(maxlen=_SESSIONS_KEPT)
+        if self._verify:
+            # On the context, once: set on each connection, pyOpenSSL's
+            # callback wrapper would sit in a reference cycle with it, and
+            # cost a C callback of its own each time.
+            self._context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._leaf_check())
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:  # noqa: N802
         connection = SSL.Connection(self._context, None)
         connection.set_app_data(tls_protocol)
         if self._server_name:
             connection.set_tlsext_host_name(self._server_name)
-        if self._verify:
-            connection.set_verify(
-                SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._leaf_check(tls_protocol)
-            )
         if self._sessions:
             connection.set_session(self._sessions.pop())
         connection.set_connect_state()
@@ -154,11 +155,11 @@ class _ClientTLS:
         if session is not None:
             self._sessions.append(session)
 
-    def _leaf_check(self, tls_protocol: Any) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
+    def _leaf_check(self) -> Callable[[SSL.Connection, crypto.X509, int, int, int], bool]:
         check = _name_check(self._host)
         host, address, checked = self._host, self._address, self._names_checked
 
-        def verify(_connection: SSL.Connection, certificate: crypto.X509, _errno: int,
+        def verify(connection: SSL.Connection, certificate: crypto.X509, _errno: int,
                    depth: int, chain_ok: int) -> bool:
             # OpenSSL calls this for each certificate, the leaf (depth 0) last;
             # a broken chain fails on its own.
@@ -182,7 +183,7 @@ class _ClientTLS:
                     host=host,
                     stage="tls",
                 )
-                tls_protocol.failVerification(Failure(reason))
+                connection.get_app_data().failVerification(Failure(reason))
                 return False
             return True
 

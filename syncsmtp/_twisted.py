@@ -20,8 +20,10 @@ __all__ = [
     "acknowledge_reads_at_once",
     "discard_unread",
     "expect",
+    "forget_reply_handlers",
     "mark_tls_started",
     "on_refusal",
+    "release_transport",
     "start_client_tls",
     "tcp_socket",
     "tls_reader",
@@ -130,6 +132,27 @@ def start_client_tls(transport: Any, context: Any) -> None:
         start(context)
 
 
+def release_transport(transport: Any) -> None:
+    """Break the reference cycles Twisted leaves around a closed TCP transport,
+    so that it is freed by reference counting, not by the cycle collector.
+
+    Why: a connection Twisted made points at its connector, which points
+    back (``tcp.BaseClient.connector``, ``BaseConnector.transport``); and
+    ``twisted.internet._newtls.startTLS`` puts the TLS protocol's bound
+    ``getHandle`` and ``getPeerCertificate`` on the TCP transport, whose TLS
+    protocol points back at it. Called once the connection is gone (a
+    connector is never reconnected here); what is not there is left alone.
+    """
+    connector: Any = getattr(transport, "connector", None)
+    if connector is not None and getattr(connector, "transport", None) is transport:
+        connector.transport = None
+    attributes: dict[str, Any] = getattr(transport, "__dict__", {})
+    for name in ("getHandle", "getPeerCertificate"):
+        owner = getattr(attributes.get(name), "__self__", None)
+        if owner is not None and owner is not transport:
+            del attributes[name]
+
+
 def write_at_once(transport: Any, data: bytes) -> None:
     """Write ``data`` to a plain TCP connection's socket now when nothing is
     queued before it, and queue only what the socket did not take.
@@ -151,9 +174,11 @@ def write_at_once(transport: Any, data: bytes) -> None:
     _send_when_idle(transport, data, transport.write)
 
 
-def tls_writes_at_once(transport: Any) -> None:
+def tls_writes_at_once(transport: Any) -> Callable[[], None]:
     """Make the TLS layer under ``transport`` write its records the way
-    :func:`write_at_once` writes plain bytes.
+    :func:`write_at_once` writes plain bytes, until the returned function is
+    called (the hook holds the layer's own ``write``: left on, the layer
+    would sit in a reference cycle after its connection is gone).
 
     Why: Twisted's TLS layer (``TLSMemoryBIOProtocol``) hands each record it
     produces to the connection under it with ``write``, which queues it for
@@ -169,13 +194,19 @@ def tls_writes_at_once(transport: Any) -> None:
     layer: Any = getattr(tls_reader(transport), "transport", None)
     connection = getattr(layer, "_connection", layer)
     if not isinstance(connection, tcp.Connection) or "write" in vars(layer):
-        return
+        return lambda: None
     queue: Callable[[bytes], None] = layer.write
 
     def write(data: bytes) -> None:
         _send_when_idle(connection, data, queue)
 
     layer.write = write
+
+    def stop() -> None:
+        if vars(layer).get("write") is write:
+            del layer.write
+
+    return stop
 
 
 def _send_when_idle(connection: Any, data: bytes, queue: Callable[[bytes], None]) -> None:
@@ -237,6 +268,13 @@ def tls_started(client: Any) -> bool:
 
 def mark_tls_started(client: Any) -> None:
     client._tlsMode = True
+
+
+def forget_reply_handlers(client: Any) -> None:
+    """Drop the handlers of the next reply (``_okresponse``, ``_failresponse``):
+    methods bound to ``client``, held by ``client``, they keep it in a
+    reference cycle after its connection is gone."""
+    client._okresponse = client._failresponse = None
 
 
 def on_refusal(client: Any, failed: Callable[[int, bytes], Any]) -> None:

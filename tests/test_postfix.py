@@ -180,8 +180,8 @@ def test_later_sends_resume_the_tls_session_of_the_same_policy_only(
     verified: list[int] = []
     original = _tls._ClientTLS._leaf_check
 
-    def counting(self: _tls._ClientTLS, tls_protocol: object) -> object:
-        verify = original(self, tls_protocol)
+    def counting(self: _tls._ClientTLS) -> object:
+        verify = original(self)
 
         def verify_and_count(*args: object) -> bool:
             verified.append(args[3])  # type: ignore[arg-type]

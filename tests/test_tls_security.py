@@ -207,12 +207,18 @@ def test_a_certificate_s_names_are_read_once_and_a_refusal_never_remembered(
         def failVerification(self, reason: object) -> None:
             self.refused += 1
 
+    class Connection:  # the callback finds the handshake as the connection's app data
+        def get_app_data(self) -> Handshake:
+            return handshake
+
     good = leaf(CertificateShape("x", ("dns:localhost",)), "remembered-good")
     evil = leaf(CertificateShape("evil.example"), "remembered-evil")
-    handshake = Handshake()
-    verify = _tls._ClientTLS(policy(ca, 25, "starttls"))._leaf_check(handshake)
-    assert verify(None, good, 0, 0, 1) and verify(None, good, 0, 0, 1)  # type: ignore[arg-type]
+    handshake, connection = Handshake(), Connection()
+    verify = _tls._ClientTLS(policy(ca, 25, "starttls"))._leaf_check()
+    assert verify(connection, good, 0, 0, 1) and verify(connection, good, 0, 0, 1)  # type: ignore[arg-type]
     assert checked == ["localhost"]
-    assert not verify(None, evil, 0, 0, 1) and not verify(None, evil, 0, 0, 1)  # type: ignore[arg-type]
+    assert not verify(connection, evil, 0, 0, 1)  # type: ignore[arg-type]
+    assert not verify(connection, evil, 0, 0, 1)  # type: ignore[arg-type]
     assert checked == ["localhost"] * 3 and handshake.refused == 2
-    assert not verify(None, good, 0, 0, 0)  # type: ignore[arg-type]  # a broken chain, whatever was remembered
+    # A broken chain, whatever was remembered:
+    assert not verify(connection, good, 0, 0, 0)  # type: ignore[arg-type]

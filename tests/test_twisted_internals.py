@@ -220,3 +220,33 @@ def test_the_session_s_esmtp_client_is_twisted_s_without_its_attribute_hooks() -
     session = SMTPClientProtocol.__new__(SMTPClientProtocol)
     with pytest.raises(AttributeError):
         session.no_such_attribute  # noqa: B018
+
+
+def test_the_cycles_release_transport_breaks_are_where_it_looks(
+    smtp_server_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection a Mailer made (through a connector) and then secured
+    with STARTTLS carries both cycles ``release_transport`` breaks; once it
+    is closed and released, neither is left (``test_sessions_freed.py``
+    checks that whole sessions are then freed)."""
+    server: SMTPTestServer = smtp_server_factory(tls="starttls")
+    seen: list[dict[str, bool]] = []
+    release = _twisted.release_transport
+
+    def spy(transport: Any) -> None:
+        before = {
+            "connector": transport.connector.transport is transport,
+            "tls methods": all(getattr(vars(transport).get(name), "__self__", None) is not None
+                               for name in ("getHandle", "getPeerCertificate")),
+        }
+        release(transport)
+        seen.append(before | {
+            "connector released": transport.connector.transport is None,
+            "tls methods released": not {"getHandle", "getPeerCertificate"} & set(vars(transport)),
+        })
+
+    monkeypatch.setattr(_twisted, "release_transport", spy)
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(_message(), timeout=10, sender="a@example.com", recipients=["b@example.com"])
+    assert seen == [{"connector": True, "tls methods": True, "connector released": True,
+                     "tls methods released": True}]

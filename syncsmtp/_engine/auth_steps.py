@@ -167,7 +167,7 @@ class AuthSteps(SessionBase):
         self.conversation.redacting = False
         if code == 235:
             self.authenticated_with = self._auth_name
-            self.ready.callback(self)
+            self.ready.callback(None)
             return True
         reply = Reply.parse(code, resp)
         if code == 334 and self._exchange is not None:

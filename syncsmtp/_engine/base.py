@@ -91,6 +91,8 @@ class SessionBase(SessionIO):
         self._reply_code = b""  # of the reply's first line, while more lines follow
         # Undoes the quick ACKs that keep the TLS handshake from stalling.
         self._stop_quick_acks: Callable[[], None] = lambda: None
+        # Takes the TLS layer's write hook off when the connection is gone.
+        self._stop_tls_writes: Callable[[], None] = lambda: None
         # The policy's idle_limit: watched from the connection's first byte to its end.
         self._idle_watch: IdleWatch | None = None
         if policy.idle_limit:

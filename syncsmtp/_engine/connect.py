@@ -39,15 +39,21 @@ class _OneShotFactory(protocol.ClientFactory):
     noisy = False
 
     def __init__(self, client: SMTPClientProtocol, failed: Callable[[Failure], None]) -> None:
-        self._client = client
-        self._failed = failed
+        self._client: SMTPClientProtocol | None = client
+        self._failed: Callable[[Failure], None] | None = failed
 
     def buildProtocol(self, addr: Any) -> SMTPClientProtocol:  # noqa: N802
-        self._client.factory = self
-        return self._client
+        client = self._client
+        assert client is not None  # one connection, one protocol
+        client.factory = self
+        # The session points here (and a TLS layer's factory wraps this one):
+        # nothing here may point back at it, and a connection made cannot fail.
+        self._client = self._failed = None
+        return client
 
     def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:  # noqa: N802
-        self._failed(reason)
+        if self._failed is not None:
+            self._failed(reason)
 
 
 #: How long the address a host name led to is used again without resolving

@@ -59,7 +59,7 @@ class TLSSteps(SessionBase):
             self._fail(failures.tls_not_started(self.policy.address, exc), fatal=True)
             return
         _twisted.mark_tls_started(self)
-        _twisted.tls_writes_at_once(self.transport)
+        self._stop_tls_writes = _twisted.tls_writes_at_once(self.transport)
         self._stop_quick_acks = _twisted.acknowledge_reads_at_once(self.transport)
         self.plaintext_capabilities, self.capabilities = self.capabilities, {}
         self.esmtpState_ehlo(code, resp)

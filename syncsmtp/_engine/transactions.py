@@ -11,6 +11,7 @@ reply to it says otherwise.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -167,26 +168,29 @@ class Transactions(CommandQueue):
 
     def _lock_step(self, tx: Transaction, mail: bytes, rcpts: list[bytes]) -> None:
         pending = deque(zip(tx.envelope.recipients, rcpts, strict=True))
-
-        def next_rcpt() -> None:
-            if pending:
-                address, line = pending.popleft()
-                self._send([line], [self._on_rcpt_handler(tx, address, next_rcpt)], owner=tx)
-                return
-            if not tx.accepted:
-                self._over(tx, failures.recipients_refused(self._session.policy.address, tx.refused))
-                return
-            if self._chunking:
-                self._write_content(tx)
-                return
-            tx.stage("data")
-            self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)], owner=tx)
-
-        def after_mail() -> None:
-            tx.stage("rcpt")
-            next_rcpt()
-
+        after_mail = functools.partial(self._first_rcpt, tx, pending)
         self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)], owner=tx)
+
+    def _first_rcpt(self, tx: Transaction, pending: deque[tuple[str, bytes]]) -> None:
+        tx.stage("rcpt")
+        self._next_rcpt(tx, pending)
+
+    def _next_rcpt(self, tx: Transaction, pending: deque[tuple[str, bytes]]) -> None:
+        # A method, not a closure that calls itself: that would be a reference
+        # cycle, left for the cycle collector.
+        if pending:
+            address, line = pending.popleft()
+            then = functools.partial(self._next_rcpt, tx, pending)
+            self._send([line], [self._on_rcpt_handler(tx, address, then)], owner=tx)
+            return
+        if not tx.accepted:
+            self._over(tx, failures.recipients_refused(self._session.policy.address, tx.refused))
+            return
+        if self._chunking:
+            self._write_content(tx)
+            return
+        tx.stage("data")
+        self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)], owner=tx)
 
     def _on_mail(self, tx: Transaction, code: int, text: bytes, then: Callable[[], None] | None) -> None:
         tx.mail_reply = (code, text)  # parsed only when it is a refusal
