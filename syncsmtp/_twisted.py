@@ -133,24 +133,44 @@ def start_client_tls(transport: Any, context: Any) -> None:
 
 
 def release_transport(transport: Any) -> None:
-    """Break the reference cycles Twisted leaves around a closed TCP transport,
-    so that it is freed by reference counting, not by the cycle collector.
+    """Break the reference cycles Twisted leaves around a closed connection
+    (``transport``: TCP, or under implicit TLS the TLS layer over TCP), so
+    that it is freed by reference counting, not by the cycle collector.
 
-    Why: a connection Twisted made points at its connector, which points
-    back (``tcp.BaseClient.connector``, ``BaseConnector.transport``); and
-    ``twisted.internet._newtls.startTLS`` puts the TLS protocol's bound
-    ``getHandle`` and ``getPeerCertificate`` on the TCP transport, whose TLS
-    protocol points back at it. Called once the connection is gone (a
-    connector is never reconnected here); what is not there is left alone.
+    Why, cycle by cycle:
+
+    - a connection Twisted made points at its connector, which points back
+      (``tcp.BaseClient.connector``, ``BaseConnector.transport``);
+    - ``twisted.internet._newtls.startTLS`` puts the TLS layer's bound
+      ``getHandle`` and ``getPeerCertificate`` on the TCP transport, and the
+      TLS layer points back at it;
+    - the TLS layer of Twisted 24.7 aggregates small writes: its instance
+      ``write`` is the bound method of an aggregator (``_aggregator``) that
+      holds the layer's own write.
+
+    Called once the connection is gone (a connector is never reconnected
+    here, nothing is written any more); what is not there is left alone.
     """
-    connector: Any = getattr(transport, "connector", None)
-    if connector is not None and getattr(connector, "transport", None) is transport:
+    tls_layer: Any = None
+    tcp_layer: Any = transport
+    if not isinstance(transport, tcp.Connection):
+        tls_layer, tcp_layer = transport, getattr(transport, "transport", None)
+    if not isinstance(tcp_layer, tcp.Connection):
+        return
+    connector: Any = getattr(tcp_layer, "connector", None)
+    if connector is not None and getattr(connector, "transport", None) is tcp_layer:
         connector.transport = None
-    attributes: dict[str, Any] = getattr(transport, "__dict__", {})
+    attributes: dict[str, Any] = vars(tcp_layer)
     for name in ("getHandle", "getPeerCertificate"):
         owner = getattr(attributes.get(name), "__self__", None)
-        if owner is not None and owner is not transport:
+        if owner is not None and owner is not tcp_layer:
+            tls_layer = owner
             del attributes[name]
+    if tls_layer is not None and hasattr(tls_layer, "__dict__"):
+        layer_attributes: dict[str, Any] = vars(tls_layer)
+        aggregator = layer_attributes.pop("_aggregator", None)
+        if aggregator is not None and getattr(layer_attributes.get("write"), "__self__", None) is aggregator:
+            del layer_attributes["write"]
 
 
 def write_at_once(transport: Any, data: bytes) -> None:

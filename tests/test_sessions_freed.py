@@ -68,10 +68,12 @@ def test_one_shot_sessions_are_freed_without_the_cycle_collector(
     assert _all_freed(sessions), [type(reference()).__name__ for reference in sessions if reference()]
 
 
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
 def test_a_mailer_s_sessions_are_freed_once_closed(
     smtp_server_factory: ServerFactory, sessions: list[weakref.ref[Any]], no_cycle_collector: None,
+    tls: str,
 ) -> None:
-    server = smtp_server_factory(tls="starttls")
+    server = smtp_server_factory(tls=tls)
     with syncsmtp.Mailer(server.policy(), connections=2) as mailer:
         report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 10, timeout=10)
         assert report.sent == 10
