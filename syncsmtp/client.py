@@ -87,10 +87,10 @@ def send(
     envelope = with_options(envelope, message, dsn, require_tls)
 
     _reactor.check_caller()
-    from ._engine import Progress, deliver, dial_address
+    from ._engine import Progress, deliver
 
     progress = Progress()
-    dialled, time_left = _dial_first(policy, deadline, dial_address)
+    dialled, time_left = _dial_first(policy, deadline)
     try:
         result: SendResult = wait_for_outcome(
             policy, progress, deadline, deliver, policy, envelope, time_left, progress, dialled
@@ -102,12 +102,12 @@ def send(
     return result
 
 
-def _dial_first(
-    policy: Policy, deadline: float, dial_address: Callable[[Policy, float], str | None]
-) -> tuple[socket.socket | None, float]:
+def _dial_first(policy: Policy, deadline: float) -> tuple[socket.socket | None, float]:
     """The connection made in this thread when the policy's server has a
     known address (:mod:`syncsmtp._dial`), and what is left of ``deadline``;
     the deadline passing is the same error as when the reactor connects."""
+    from ._engine import connect_timeout, dial_address
+
     address = dial_address(policy, time.time())
     if address is None:
         return None, deadline
@@ -115,8 +115,6 @@ def _dial_first(
     try:
         dialled = _dial.dial(address, policy.effective_port, deadline)
     except TimeoutError:
-        from ._engine import connect_timeout
-
         raise connect_timeout(policy, deadline) from None
     return dialled, max(deadline - (time.monotonic() - started), 0.001)
 

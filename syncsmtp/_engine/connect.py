@@ -84,11 +84,11 @@ class KnownAddresses:
         return found[0] if found is not None and found[1] > now else None
 
     def get(self, host: str, port: int, now: float) -> str | None:
-        found = self._known.get((host, port))
-        if found is not None and found[1] > now:
-            return found[0]
-        self._known.pop((host, port), None)
-        return None
+        """The address ``host`` reached lately, forgetting one kept too long."""
+        address = self.peek(host, port, now)
+        if address is None:
+            self._known.pop((host, port), None)
+        return address
 
     def remember(self, host: str, port: int, address: str, now: float) -> None:
         if len(self._known) >= KNOWN_ADDRESS_LIMIT:
