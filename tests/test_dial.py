@@ -61,6 +61,20 @@ def test_a_send_to_an_address_connects_in_the_caller_s_thread(
     assert (result.tls is not None) is (tls != "none")
 
 
+def test_an_ipv6_address_is_dialled_from_the_caller_too(dials: Dials) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    with SMTPTestServer(tls="starttls", host="::1") as server:
+        policy = server.policy()
+        assert policy.host == "::1"
+        result = _send(policy)
+        assert result.tls is not None and len(server.outbox) == 1
+    assert dials == [("::1", threading.get_ident(), "connected")]
+
+
 def test_a_name_is_dialled_from_the_caller_once_the_reactor_has_reached_it(
     smtp_server_factory: ServerFactory, dials: Dials
 ) -> None:
