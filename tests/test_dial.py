@@ -133,6 +133,33 @@ def test_a_connection_that_is_never_made_times_out_at_the_deadline(
     assert dials == [("127.0.0.1", threading.get_ident(), "timed out")]  # and not tried again
 
 
+def test_ctrl_c_while_the_caller_connects_closes_the_socket_and_stops_the_send(
+    full_listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    opened: list[socket.socket] = []
+    real_socket = socket.socket
+
+    def recording(*args: Any, **kwargs: Any) -> socket.socket:
+        sock = real_socket(*args, **kwargs)
+        opened.append(sock)
+        return sock
+
+    monkeypatch.setattr(_dial.socket, "socket", recording)
+    main = threading.get_ident()
+    timer = threading.Timer(0.3, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _send(syncsmtp.Policy(host="127.0.0.1", port=full_listener, tls="none"), timeout=20)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5
+    assert len(opened) == 1 and opened[0].fileno() == -1  # closed
+
+
 def test_a_socket_the_reactor_cannot_adopt_is_closed_and_connected_afresh(
     smtp_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
