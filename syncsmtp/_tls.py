@@ -130,9 +130,10 @@ class _ClientTLS:
         # once for resumption (RFC 8446 section 4.6.1: a ticket is not reused).
         self._sessions: deque[SSL.Session] = deque(maxlen=_SESSIONS_KEPT)
         if self._verify:
-            # On the context, once: set on each connection, pyOpenSSL's
-            # callback wrapper would sit in a reference cycle with it, and
-            # cost a C callback of its own each time.
+            # On the context (this creator's own, so this host's check only),
+            # once: set on each connection, pyOpenSSL's callback wrapper
+            # would sit in a reference cycle with it, and cost a C callback
+            # of its own each time.
             self._context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._leaf_check())
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:  # noqa: N802

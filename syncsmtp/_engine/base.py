@@ -25,7 +25,8 @@ from .progress import Progress
 from .transactions import Transaction, Transactions
 from .transcript import Transcript
 
-__all__ = ["ANY_CODE", "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "QUIT_GRACE_SECONDS", "SessionBase"]
+__all__ = ["ANY_CODE", "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "QUIT_GRACE_SECONDS", "SessionBase",
+           "do_nothing"]
 
 #: How long a polite QUIT may take after the outcome is known.
 QUIT_GRACE_SECONDS = 5.0
@@ -42,6 +43,10 @@ def _default_local_hostname() -> str:
     if name and name.isascii() and "." in name and " " not in name:
         return name
     return "localhost"
+
+
+def do_nothing() -> None:
+    """What a session's hooks do until something is hooked in, and after it is over."""
 
 
 class SessionBase(SessionIO):
@@ -78,7 +83,7 @@ class SessionBase(SessionIO):
         # PIPELINING: see can_take).
         self._inflight: deque[Transaction] = deque()
         #: Called when the session can take another message while busy.
-        self.on_room: Callable[[], None] = lambda: None
+        self.on_room: Callable[[], None] = do_nothing
         # A message to send as soon as set-up allows (a one-shot send): its
         # MAIL and RCPT may then go with AUTH.
         self.first: tuple[Envelope, Progress, defer.Deferred[SendResult], bool] | None = None
@@ -90,9 +95,9 @@ class SessionBase(SessionIO):
         self._reply_bytes = 0
         self._reply_code = b""  # of the reply's first line, while more lines follow
         # Undoes the quick ACKs that keep the TLS handshake from stalling.
-        self._stop_quick_acks: Callable[[], None] = lambda: None
+        self._stop_quick_acks: Callable[[], None] = do_nothing
         # Takes the TLS layer's write hook off when the connection is gone.
-        self._stop_tls_writes: Callable[[], None] = lambda: None
+        self._stop_tls_writes: Callable[[], None] = do_nothing
         # The policy's idle_limit: watched from the connection's first byte to its end.
         self._idle_watch: IdleWatch | None = None
         if policy.idle_limit:

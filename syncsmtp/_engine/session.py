@@ -30,16 +30,13 @@ from ..message import Envelope
 from ..result import Reply, SendResult
 from . import failures
 from .auth_steps import AuthSteps
+from .base import do_nothing
 from .capabilities import parse_ehlo
 from .progress import Progress
 from .tls_steps import TLSSteps
 from .transactions import Transaction, Transactions
 
 __all__ = ["SMTPClientProtocol"]
-
-
-def _nothing() -> None:
-    """What a hook of a session that is over does."""
 
 
 @implementer(IHandshakeListener)  # handshakeCompleted (TLSSteps) is called
@@ -107,8 +104,8 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         if self.transport is not None:
             _twisted.release_transport(self.transport)
         self._queue = None
-        self.on_room = _nothing
-        self._stop_quick_acks = self._stop_tls_writes = _nothing
+        self.on_room = do_nothing
+        self._stop_quick_acks = self._stop_tls_writes = do_nothing
         self._quit_timer = None
         self._idle_watch = None
         self.first = None
