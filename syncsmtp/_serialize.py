@@ -121,8 +121,10 @@ def _write(message: email.message.Message, policy: Any, out: list[Part], skip: f
 
 
 def _payload(message: email.message.Message) -> Any:
-    # The payload as stored, which is what BytesGenerator reads too.
-    return vars(message).get("_payload")
+    # The payload as stored, which is what BytesGenerator reads too. Not
+    # vars(message): that would give each caller's message a dict of its own
+    # (CPython 3.11+ keeps instance attributes without one until asked).
+    return getattr(message, "_payload", None)
 
 
 def _text(text: str) -> Part:
