@@ -78,6 +78,10 @@ class TLSInfo:
         return f"{self.version} {self.cipher}"
 
 
+#: Shared by every result that refused nobody (most): read-only, so one will do.
+_NO_REFUSALS: Mapping[str, Reply] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """The outcome of one message handed to a server.
@@ -102,7 +106,8 @@ class SendResult:
 
     def __post_init__(self) -> None:
         # Read-only, so a result shared between threads cannot be altered.
-        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+        refused = MappingProxyType(dict(self.refused)) if self.refused else _NO_REFUSALS
+        object.__setattr__(self, "refused", refused)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # A read-only mapping does not pickle; multiprocessing needs results to.

@@ -1,0 +1,60 @@
+"""What sending leaves behind in the caller's objects: every object the cycle
+collector tracks is one it walks again at each pass, and a report of many
+results, or the caller's own messages, can hold thousands of them."""
+
+from __future__ import annotations
+
+import email.message
+import gc
+import sys
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+import syncsmtp
+from syncsmtp.message import prepare_message
+from syncsmtp.testing import SMTPTestServer
+
+ServerFactory = Callable[..., SMTPTestServer]
+MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def _own_tracked(result: syncsmtp.SendResult, holders: Counter[int]) -> list[str]:
+    """The names of the tracked objects only ``result`` refers to (``holders``:
+    how many results refer to each object)."""
+    return [type(item).__name__ for item in gc.get_referents(result)
+            if gc.is_tracked(item) and holders[id(item)] == 1]
+
+
+def test_a_result_holds_no_tracked_object_but_its_reply(smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory()
+    with syncsmtp.Mailer(server.policy(), connections=2) as mailer:
+        report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
+    assert report.sent == 20
+    results = [outcome for outcome in report.results if isinstance(outcome, syncsmtp.SendResult)]
+    assert len(results) == 20
+    gc.collect()  # tuples of strings are untracked by the first pass that sees them
+    holders = Counter(id(item) for result in results for item in gc.get_referents(result))
+    for result in results:
+        assert not result.refused
+        assert _own_tracked(result, holders) == ["Reply"]
+    # The refused mapping of a result that refused nobody is shared, and read-only.
+    assert len({id(result.refused) for result in results}) == 1
+    with pytest.raises(TypeError):
+        results[0].refused["x@example.com"] = results[0].reply  # type: ignore[index]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="instances always have a dict before 3.11")
+def test_preparing_a_message_gives_it_no_instance_dict() -> None:
+    message = email.message.EmailMessage()
+    message["From"] = "a@example.com"
+    message["To"] = "b@example.com"
+    message.set_content("body")
+
+    def has_own_dict() -> bool:
+        return any(isinstance(item, dict) and "_headers" in item for item in gc.get_referents(message))
+
+    assert not has_own_dict()
+    prepare_message(message)
+    assert not has_own_dict()
