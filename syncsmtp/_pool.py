@@ -79,6 +79,8 @@ class SessionPool:
     _openers: list[defer.Deferred[None]] = field(default_factory=list)
     _closing: bool = False
     _wake: Any = None  # a dispatch when the gate opens again
+    # Set once a session here was set up with PIPELINING (see ``pipelines``).
+    _pipelining_seen: bool = False
 
     def open(self, timeout: float) -> defer.Deferred[None]:
         """Fire once a session is set up (connecting one now when none is), or
@@ -267,6 +269,8 @@ class SessionPool:
 
     def _ready(self, _: None, session: SMTPClientProtocol) -> None:
         self._connecting -= 1
+        if b"PIPELINING" in session.capabilities:
+            self._pipelining_seen = True
         session.on_room = functools.partial(self._has_room, session)
         if self._closing:
             session.quit()
@@ -373,10 +377,11 @@ class SessionPool:
 
     @property
     def pipelines(self) -> bool:
-        """Whether a set-up session here offers PIPELINING, so that messages
-        can go back to back on one connection (see ``can_take``)."""
-        return any(session.ready.called and b"PIPELINING" in session.capabilities
-                   for session in self._sessions)
+        """Whether the server is known to offer PIPELINING (a session here was
+        set up with it), so that messages can go back to back on one
+        connection (see ``can_take``). Kept from the first such session
+        rather than asked of every session: a batch asks before each message."""
+        return self._pipelining_seen
 
     @property
     def counts(self) -> dict[str, int]:
