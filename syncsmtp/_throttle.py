@@ -129,6 +129,13 @@ class Gate:
     def next_turn(self, now: float, waiting: Iterable[_W]) -> tuple[_W | None, float]:
         """The first of ``waiting`` (each with its own ``bucket`` or None) that
         may start now; else None, and how long until one may."""
+        if self.bucket is None and now >= self.paused_until:
+            # No rate and no pause (most Mailers): the first that has no
+            # batch rate of its own may go; asked before every message.
+            for item in waiting:
+                if item.bucket is None:
+                    return item, 0.0
+                break
         wait = float("inf")
         for item in waiting:
             delay = self.delay(now, item.bucket)
