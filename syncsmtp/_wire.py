@@ -96,9 +96,14 @@ def iter_encoded(
     Joining the terminator to the last chunk saves a separate tiny write, which
     on a connection without TCP_NODELAY would wait for a delayed ACK.
     """
-    if isinstance(parts, bytes | bytearray | memoryview):
+    if isinstance(parts, (bytes, bytearray, memoryview)):
         parts = (bytes(parts),)
     encoder = DataEncoder(dot_stuffing)
+    whole = _small_message(parts, chunk_size)
+    if whole is not None:
+        # One pass over the joined parts instead of one per part.
+        yield encoder.encode(whole) + encoder.end_part() + encoder.finish() + trailer
+        return
     pending: list[bytes] = []
     pending_size = 0
     for part in parts:
@@ -112,6 +117,19 @@ def iter_encoded(
         pending.append(encoder.end_part())
     pending.append(encoder.finish() + trailer)
     yield b"".join(pending)
+
+
+def _small_message(parts: Iterable[bytes | str], chunk_size: int) -> bytes | None:
+    """The parts of a message shorter than ``chunk_size`` as one ``bytes``
+    (ASCII text encoded), when joining them changes nothing: None when the
+    message is longer, or when a part but the last ends in a CR (a line break
+    of its own, which the next part's LF must not turn into a CRLF)."""
+    if not isinstance(parts, tuple) or sum(map(len, parts)) >= chunk_size:
+        return None
+    pieces = [part.encode("ascii") if isinstance(part, str) else part for part in parts]
+    if any(piece.endswith(b"\r") for piece in pieces[:-1]):
+        return None
+    return b"".join(pieces)
 
 
 def iter_bdat(

@@ -92,3 +92,28 @@ def test_encoder_holds_back_a_trailing_cr() -> None:
     assert encoder.encode(b"a\r") == b"a"
     assert encoder.encode(b"\n.b") == b"\r\n..b"
     assert encoder.finish() == b"\r\n.\r\n"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_small_message_in_parts_is_encoded_as_in_pieces(seed: int) -> None:
+    """Parts of a small message are encoded in one pass when joining them
+    changes nothing; that must give what encoding them a byte at a time gives,
+    part ends with a CR (a line break of its own) included."""
+    rng = random.Random(seed)
+    alphabet = ["a", ".", "\r", "\n", "\r\n", "x"]
+    parts: list[bytes | str] = []
+    for _ in range(rng.randint(1, 5)):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        parts.append(text if rng.random() < 0.5 else text.encode("ascii"))
+    for stuffing in (True, False):
+        one_pass = list(iter_encoded(tuple(parts), trailer=b"QUIT\r\n", dot_stuffing=stuffing))
+        in_pieces = b"".join(iter_encoded(tuple(parts), chunk_size=1, trailer=b"QUIT\r\n",
+                                          dot_stuffing=stuffing))
+        assert len(one_pass) == 1
+        assert one_pass[0] == in_pieces
+    assert_clean(b"".join(iter_encoded(tuple(parts))))
+
+
+def test_a_part_ending_in_cr_is_a_line_break_of_its_own() -> None:
+    assert b"".join(iter_encoded((b"a\r", b"\nb"))) == b"a\r\n\r\nb\r\n.\r\n"
+    assert b"".join(iter_encoded((b"a\r", "b"))) == b"a\r\nb\r\n.\r\n"
