@@ -28,7 +28,7 @@ def _own_tracked(result: syncsmtp.SendResult, holders: Counter[int]) -> list[str
 
 
 def test_a_result_holds_no_tracked_object_but_its_reply(smtp_server_factory: ServerFactory) -> None:
-    server = smtp_server_factory()
+    server = smtp_server_factory(tls="none")  # a TLSInfo is shared by a connection's results only
     with syncsmtp.Mailer(server.policy(), connections=2) as mailer:
         report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
     assert report.sent == 20
