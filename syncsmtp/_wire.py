@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "encoded_size", "iter_bdat", "iter_encoded"]
+__all__ = ["CHUNK_SIZE", "DataEncoder", "encode_data", "encoded_size", "iter_bdat", "iter_encoded",
+           "joined_parts"]
 
 #: How much input is encoded and written at a time.
 CHUNK_SIZE = 256 * 1024
@@ -126,10 +127,15 @@ def _small_message(parts: Iterable[bytes | str], chunk_size: int) -> bytes | Non
     of its own, which the next part's LF must not turn into a CRLF)."""
     if not isinstance(parts, tuple) or sum(map(len, parts)) >= chunk_size:
         return None
-    pieces = [part.encode("ascii") if isinstance(part, str) else part for part in parts]
-    if any(piece.endswith(b"\r") for piece in pieces[:-1]):
+    if any(part.endswith("\r" if isinstance(part, str) else b"\r") for part in parts[:-1]):
         return None
-    return b"".join(pieces)
+    return joined_parts(parts)
+
+
+def joined_parts(parts: Iterable[bytes | str]) -> bytes:
+    """The parts of a message as one ``bytes``, ASCII text encoded (as they
+    are: no line break changed)."""
+    return b"".join(part.encode("ascii") if isinstance(part, str) else part for part in parts)
 
 
 def iter_bdat(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ._serialize import Part, serialize
-from ._wire import encoded_size, iter_encoded
+from ._wire import encoded_size, iter_encoded, joined_parts
 from .errors import MessageError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Envelope:
     @property
     def data(self) -> bytes:
         """The whole message in one piece (a copy: for small messages and tests)."""
-        return b"".join(part if isinstance(part, bytes) else part.encode("ascii") for part in self.parts)
+        return joined_parts(self.parts)
 
 
 def prepare_message(
