@@ -2,8 +2,8 @@
 follows, and the built-in mechanisms (plain data, no Twisted here).
 
 A :class:`~syncsmtp.Policy` authenticates with the mechanisms it can make
-from its fields (``password``: CRAM-MD5, PLAIN, LOGIN; ``oauth2_token``:
-OAUTHBEARER, XOAUTH2) and with any :class:`Authenticator` given as
+from its fields (``password``: CRAM-MD5, PLAIN, LOGIN, with PLAIN first
+under verified TLS; ``oauth2_token``: OAUTHBEARER, XOAUTH2) and with any :class:`Authenticator` given as
 ``authenticators=``. The built-in ones follow the same protocol.
 
 An :class:`Authenticator` is shared by every connection and thread that uses
@@ -321,18 +321,28 @@ class OAuthBearer(_OAuth2Mechanism):
 
 # -- what a policy authenticates with ---------------------------------------------------------------
 
-# The built-in mechanisms, in their default order (most secure first).
+# The built-in mechanisms, in their default order where the server is not
+# authenticated (plaintext allowed, or TLS with verify=False): most secure first.
 _BUILT_IN: tuple[str, ...] = ("OAUTHBEARER", "XOAUTH2", "CRAM-MD5", "PLAIN", "LOGIN")
 _OAUTH2 = ("OAUTHBEARER", "XOAUTH2")
 _MECHANISM_NAME = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
 def _usable(*, password: str | None, oauth2_token: TokenSource | None,
-                          authenticators: tuple[Authenticator, ...]) -> dict[str, Authenticator]:
+            authenticators: tuple[Authenticator, ...],
+            verified_tls: bool = False) -> dict[str, Authenticator]:
     """The authenticators these credentials make, by mechanism name, in the
     default order of preference: ``authenticators`` first, then OAuth2 (with a
     token), then the password mechanisms (with a password, or an empty one
-    when nothing else is given)."""
+    when nothing else is given).
+
+    Of the password mechanisms, CRAM-MD5 comes first unless the connection
+    has TLS with a verified certificate (``verified_tls``): it never sends
+    the password itself, which matters where the other end may not be the
+    server. Under verified TLS the channel already keeps the password from
+    everyone but that server, so PLAIN comes first: one round trip, and with
+    PIPELINING it goes in one write with the first message's envelope, where
+    CRAM-MD5 must wait for the server's challenge and answer it."""
     usable: dict[str, Authenticator] = {item.mechanism.upper(): item for item in authenticators}
     if oauth2_token is not None:
         token = OAuth2Token(oauth2_token)
@@ -340,8 +350,9 @@ def _usable(*, password: str | None, oauth2_token: TokenSource | None,
         usable.setdefault("XOAUTH2", XOAuth2(token))
     if password is not None or (oauth2_token is None and not authenticators):
         secret = password or ""
-        for made in (CramMD5(secret), Plain(secret), Login(secret)):
-            usable.setdefault(made.mechanism, made)
+        made = (Plain(secret), CramMD5(secret)) if verified_tls else (CramMD5(secret), Plain(secret))
+        for item in (*made, Login(secret)):
+            usable.setdefault(item.mechanism, item)
     return usable
 
 

@@ -25,7 +25,8 @@ _TLS_MODES: tuple[str, ...] = ("starttls", "opportunistic", "implicit", "none")
 _DEFAULT_PORTS = {"starttls": 587, "opportunistic": 587, "implicit": 465, "none": 25}
 
 #: The mechanisms syncsmtp can authenticate with, most secure first: its default order
-#: (OAuth2 ones with ``oauth2_token``, the others with a password).
+#: (OAuth2 ones with ``oauth2_token``, the others with a password), but for PLAIN,
+#: which comes before CRAM-MD5 over TLS whose certificate was verified.
 SUPPORTED_AUTH_MECHANISMS: tuple[str, ...] = _auth._BUILT_IN
 
 # URL scheme -> tls mode. "smtp://" is secure by default, like Policy itself.
@@ -96,7 +97,8 @@ class Policy:
     that offers no usable mechanism is then an error rather than an
     unauthenticated send. ``auth_mechanisms`` is the order to prefer
     (default: ``authenticators`` first, then OAUTHBEARER, XOAUTH2, CRAM-MD5,
-    PLAIN, LOGIN, of those the credentials allow). ``oauth2_token`` (a token,
+    PLAIN, LOGIN, of those the credentials allow, with PLAIN before CRAM-MD5
+    over TLS whose certificate was verified). ``oauth2_token`` (a token,
     or a callable ``get_token(refresh: bool) -> str``) authenticates with
     OAuth2 (see :doc:`oauth2`); ``authenticators`` adds SASL mechanisms
     (:class:`~syncsmtp.Authenticator` objects). ``helo_fallback`` allows HELO when EHLO
@@ -262,13 +264,16 @@ class Policy:
 
     @property
     def mechanisms(self) -> tuple[str, ...]:
-        """The AUTH mechanisms to try, in order of preference."""
+        """The AUTH mechanisms to try, in order of preference (where the
+        server is not authenticated: see :meth:`sasl_authenticators`)."""
         return tuple(item.mechanism for item in self.sasl_authenticators())
 
-    def sasl_authenticators(self) -> tuple[Authenticator, ...]:
-        """The authenticators AUTH tries, in order of preference (``auth_mechanisms``, else the default)."""
+    def sasl_authenticators(self, verified_tls: bool = False) -> tuple[Authenticator, ...]:
+        """The authenticators AUTH tries, in order of preference: ``auth_mechanisms``
+        when given, else the default, in which PLAIN comes before CRAM-MD5 on a
+        connection with TLS whose certificate was verified (``verified_tls``)."""
         usable = _auth._usable(password=self.password, oauth2_token=self.oauth2_token,
-                               authenticators=self.authenticators)
+                               authenticators=self.authenticators, verified_tls=verified_tls)
         order = self.auth_mechanisms or tuple(usable)
         return tuple(usable[name] for name in order if name in usable)
 

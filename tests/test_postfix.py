@@ -54,6 +54,17 @@ def test_starttls_auth_delivery(fresh_postfix: PostfixInstance, mechanism: str) 
     assert "ESMTPSA" in delivered["Received"]  # Postfix saw TLS and AUTH
 
 
+def test_default_mechanism_under_verified_tls_is_pipelined_plain(fresh_postfix: PostfixInstance) -> None:
+    # Postfix (through Dovecot) offers PLAIN, LOGIN and CRAM-MD5 after STARTTLS.
+    result = syncsmtp.send(make_message(), policy_for(fresh_postfix), timeout=30)
+    assert result.auth_mechanism == "PLAIN"
+    start = result.transcript.index("C: AUTH PLAIN <redacted>")
+    assert result.transcript[start + 1].startswith("C: MAIL FROM:<ann@example.com>")
+    assert result.transcript[start + 2] == "C: RCPT TO:<rcpt@example.com>"
+    assert result.transcript[start + 3].startswith("S: 235 ")
+    assert "ESMTPSA" in parse(fresh_postfix.wait_for(1)[0])["Received"]
+
+
 def test_body_is_delivered_byte_exact(fresh_postfix: PostfixInstance) -> None:
     body = b".leading dot\n..two dots\n.\nmixed\r\nbare\rcr\nend"
     data = b"Subject: exact\r\nFrom: ann@example.com\r\n\r\n" + body

@@ -54,7 +54,8 @@ class AuthSteps(SessionBase):
                     self._fail(failures.no_plaintext_auth(policy.address))
                     return
             else:
-                for authenticator in policy.sasl_authenticators():
+                verified_tls = policy.verify and _twisted.tls_started(self)
+                for authenticator in policy.sasl_authenticators(verified_tls):
                     if authenticator.mechanism.upper().encode("ascii") in offered:
                         self._start_auth(authenticator)
                         return
