@@ -3,8 +3,9 @@ follows, and the built-in mechanisms (plain data, no Twisted here).
 
 A :class:`~syncsmtp.Policy` authenticates with the mechanisms it can make
 from its fields (``password``: CRAM-MD5, PLAIN, LOGIN, with PLAIN first
-under verified TLS; ``oauth2_token``: OAUTHBEARER, XOAUTH2) and with any :class:`Authenticator` given as
-``authenticators=``. The built-in ones follow the same protocol.
+under verified TLS; ``oauth2_token``: OAUTHBEARER, XOAUTH2) and with any
+:class:`Authenticator` given as ``authenticators=``. The built-in ones
+follow the same protocol.
 
 An :class:`Authenticator` is shared by every connection and thread that uses
 the policy; :meth:`Authenticator.begin` makes a :class:`SASLExchange` for one

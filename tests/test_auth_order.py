@@ -62,6 +62,7 @@ def test_unverified_tls_keeps_cram_md5_first(smtp_server_factory: ServerFactory)
         policy = smtp.policy(ca_file=None, verify=False)
     result = syncsmtp.send(make_message(), policy, timeout=10)
     assert result.auth_mechanism == "CRAM-MD5" and auth_line(result) == "C: AUTH CRAM-MD5"
+    assert "C: <redacted>" in result.transcript, "the answer to the challenge"
     assert smtp.outbox[0].auth_user == "user"
 
 
