@@ -4,10 +4,11 @@
 instead of the reactor: a blocking ``connect()`` is one system call, while
 Twisted's connector takes a loop turn to start and another to see the
 connection made (under callgrind, a fresh send to a local server took 14%
-fewer instructions this way). The reactor then adopts the connected socket. Only an address is dialled here,
-never a name: a host name the reactor has not resolved yet (its
-``known_addresses``) goes the reactor's way, which resolves it in Twisted's
-thread pool and races the addresses it finds (RFC 8305).
+fewer instructions this way). The reactor then adopts the connected socket.
+Only an address is dialled here, never a name: a host name the reactor has
+not resolved yet (its ``known_addresses``) goes the reactor's way, which
+resolves it in Twisted's thread pool and races the addresses it finds (RFC
+8305).
 
 A connection that cannot be made here (refused, unreachable) is tried
 again by the reactor, which reports the failure as it always has, so a
