@@ -3,7 +3,7 @@ client in a reactor thread with no SMTP logic at all, beside smtplib and syncsmt
 
 Run by hand (not part of the test suite)::
 
-    python tests/benchmarks/bench_floor.py [--sequential 2000] [--fresh 300] [--rounds 3]
+    python tests/benchmarks/bench_floor.py [--sequential 2000] [--fresh 300] [--bulk 10000] [--rounds 3]
 
 syncsmtp runs its sessions in Twisted's reactor, in a thread of its own, and
 the caller blocks on each message (the design fixes this). Some CPU per
@@ -17,7 +17,12 @@ bare client that does only what the wire needs:
   counts reply lines, checking nothing else;
 - it hands each message to the reactor thread and waits for it the way
   syncsmtp does (``syncsmtp._reactor.run``), and writes to the socket the
-  way syncsmtp does (``syncsmtp._twisted.write_at_once``).
+  way syncsmtp does (``syncsmtp._twisted.write_at_once``);
+- for many messages (``--bulk``) it keeps 8 connections busy the way
+  ``Mailer.send_many`` does over DATA: each message's data goes in one write
+  with the next message's MAIL, RCPT and DATA (RFC 2920), and the batch is
+  handed to the reactor thread once; smtplib sends them over one connection,
+  as in ``bench_mailer.py``.
 
 Every client sends the same message already serialised, as bytes with its
 envelope (``smtplib.SMTP.sendmail``, ``Mailer.send(bytes, sender=,
@@ -61,6 +66,7 @@ MESSAGE = (
 )
 COMMANDS = b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (SENDER.encode(), RECIPIENT.encode())
 DATA = MESSAGE + b".\r\n"  # no line starts with a dot: nothing to stuff
+BULK_CONNECTIONS = 8
 
 
 class BareClient(protocol.Protocol):
@@ -101,6 +107,20 @@ class BareClient(protocol.Protocol):
         self._write(COMMANDS, 3, lambda: self._write(tail, replies, lambda: done.callback(None)))
         return done
 
+    def send_back_to_back(self, count: int) -> defer.Deferred[None]:
+        """``count`` messages, each one's data in the same write as the next
+        one's MAIL, RCPT and DATA; fires at the last one's final reply."""
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def after_354(left: int) -> None:
+            if left == 1:
+                self._write(DATA, 1, lambda: done.callback(None))
+            else:  # the 250 for this data, then the next message's 250, 250, 354
+                self._write(DATA + COMMANDS, 4, lambda: after_354(left - 1))
+
+        self._write(COMMANDS, 3, lambda: after_354(count))
+        return done
+
 
 def _bare_connect(reactor: Any, port: int) -> defer.Deferred[BareClient]:
     client = BareClient()
@@ -117,6 +137,13 @@ def _bare_fresh(reactor: Any, port: int) -> defer.Deferred[None]:
         return done
 
     return _bare_connect(reactor, port).addCallback(send)
+
+
+def _bare_bulk(reactor: Any, clients: list[BareClient], count: int) -> defer.Deferred[Any]:
+    """``count`` messages over ``clients``, shared out as evenly as they go."""
+    shares = [count // len(clients) + (index < count % len(clients)) for index in range(len(clients))]
+    sending = [client.send_back_to_back(n) for client, n in zip(clients, shares, strict=True) if n]
+    return defer.gatherResults(sending)
 
 
 def _thread_cpu() -> dict[int, float]:
@@ -162,6 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequential", type=int, default=2000, help="messages on one reused connection")
     parser.add_argument("--fresh", type=int, default=300, help="messages on a new connection each")
+    parser.add_argument("--bulk", type=int, default=10000, help="messages over 8 connections")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     print(f"command: python {' '.join(sys.argv)}")
@@ -201,6 +229,24 @@ def main() -> int:
             for _ in range(args.fresh):
                 syncsmtp.send(MESSAGE, policy, sender=SENDER, recipients=[RECIPIENT], timeout=10)
 
+        def smtplib_bulk() -> None:
+            with smtplib.SMTP("127.0.0.1", port) as client:
+                for _ in range(args.bulk):
+                    client.sendmail(SENDER, [RECIPIENT], MESSAGE)
+
+        def bare_bulk() -> None:
+            clients = [_reactor.run(_bare_connect, port, timeout=10) for _ in range(BULK_CONNECTIONS)]
+            _reactor.run(_bare_bulk, clients, args.bulk, timeout=600)
+            for client in clients:
+                _reactor.run(lambda reactor, client=client: client.transport.loseConnection(), timeout=10)
+
+        bulk_items = [syncsmtp.Outgoing(MESSAGE, SENDER, [RECIPIENT])] * args.bulk
+
+        def syncsmtp_bulk() -> None:
+            with syncsmtp.Mailer(policy, connections=BULK_CONNECTIONS) as mailer:
+                report = mailer.send_many(bulk_items, timeout=60)
+            assert report.sent == args.bulk, str(report)
+
         syncsmtp_fresh()  # starts the reactor thread; a warm-up for every client
         bare_fresh()
         smtplib_fresh()
@@ -210,6 +256,9 @@ def main() -> int:
         compare("2. a new connection for each message",
                 {"smtplib": smtplib_fresh, "bare Twisted client": bare_fresh,
                  "syncsmtp.send": syncsmtp_fresh}, args.fresh, args.rounds)
+        compare(f"3. many messages: smtplib over one connection, the others over {BULK_CONNECTIONS}",
+                {"smtplib": smtplib_bulk, "bare Twisted client": bare_bulk,
+                 "syncsmtp send_many": syncsmtp_bulk}, args.bulk, args.rounds)
     return 0
 
 
