@@ -31,17 +31,45 @@ def subjects(server: SMTPTestServer) -> list[str]:
     return [str(received.message["Subject"]) for received in server.outbox]
 
 
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What the sessions write to their sockets, one item a write."""
+    from syncsmtp import _twisted
+
+    written: list[bytes] = []
+    write = _twisted.write_at_once
+
+    def recording(transport: object, data: bytes) -> None:
+        written.append(data)
+        write(transport, data)
+
+    monkeypatch.setattr(_twisted, "write_at_once", recording)
+    return written
+
+
+def overlapped(mode: str, server: SMTPTestServer, writes: list[bytes]) -> bool:
+    """Whether a message's commands left before the message ahead had its answer."""
+    if mode == "bdat":
+        # Behind a message sent by BDAT whose outcome is not known yet, RSET goes first.
+        return server.commands[0].count(b"RSET") > 0
+    # Over DATA: one message's end of data and the next one's MAIL FROM in one write.
+    return any(b"\r\n.\r\n" in data and b"MAIL FROM:" in data.split(b"\r\n.\r\n", 1)[1] for data in writes)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
-def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFactory, mode: str) -> None:
+def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFactory, mode: str,
+                                                   writes: list[bytes]) -> None:
     server = smtp_server_factory(tls="none", extensions=MODES[mode])
     with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
         report = mailer.send_many([make_message(n) for n in range(30)], timeout=20)
     assert report.sent == 30 and not report.failed
     assert subjects(server) == [f"message {n}" for n in range(30)]
     assert server.connections == 1
-    commands = server.commands[0]
-    # RSET goes in front of a message that follows one whose outcome is not known yet.
-    assert commands.count(b"RSET") > 0
+    assert overlapped(mode, server, writes)
+    if mode == "data":
+        # The end of DATA ends a transaction whatever its reply (RFC 5321 4.1.1.4):
+        # with nothing refused, no RSET.
+        assert b"RSET" not in server.commands[0]
     assert all(r.via == ("BDAT" if mode == "bdat" else "DATA") for r in server.outbox)
     for n, result in enumerate(report.results):
         assert isinstance(result, syncsmtp.SendResult)
@@ -49,17 +77,7 @@ def test_many_messages_over_one_connection_overlap(smtp_server_factory: ServerFa
 
 
 def test_one_message_s_data_and_the_next_one_s_commands_leave_in_one_write(
-        smtp_server_factory: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    from syncsmtp import _twisted
-
-    writes: list[bytes] = []
-    write = _twisted.write_at_once
-
-    def recording(transport: object, data: bytes) -> None:
-        writes.append(data)
-        write(transport, data)
-
-    monkeypatch.setattr(_twisted, "write_at_once", recording)
+        smtp_server_factory: ServerFactory, writes: list[bytes]) -> None:
     server = smtp_server_factory(tls="none", extensions=MODES["data"])
     with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
         report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
@@ -72,13 +90,14 @@ def test_one_message_s_data_and_the_next_one_s_commands_leave_in_one_write(
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_each_transcript_holds_its_own_message_only(smtp_server_factory: ServerFactory, mode: str) -> None:
+def test_each_transcript_holds_its_own_message_only(smtp_server_factory: ServerFactory, mode: str,
+                                                    writes: list[bytes]) -> None:
     server = smtp_server_factory(tls="none", extensions=MODES[mode])
     with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
         mailer.send(make_message(99), timeout=20)  # a connection set up first
         server.fail("rcpt", 550, "5.1.1 no such user", times=1)
         report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
-    assert server.connections == 1 and server.commands[0].count(b"RSET") > 0  # they overlapped
+    assert server.connections == 1 and overlapped(mode, server, writes)
     outcomes = [outcome for outcome in report.results]
     refused = [error for _, error in report.failed]
     assert len(refused) == 1
@@ -109,6 +128,25 @@ def test_a_refusal_in_the_middle_does_not_disturb_the_others(smtp_server_factory
     expected = ["message 99"] + [f"message {n}" for n in range(12) if n != index]
     assert subjects(server) == expected
     assert server.connections == 1
+
+
+def test_a_refusal_at_the_end_of_data_leaves_the_messages_behind_it_alone(
+        smtp_server_factory: ServerFactory, writes: list[bytes]) -> None:
+    # The messages behind the refused one went out before its answer, without
+    # RSET: the end of DATA ended its transaction, refused or not.
+    server = smtp_server_factory(tls="none", extensions=MODES["data"])
+    with syncsmtp.Mailer(server.policy(), connections=1) as mailer:
+        mailer.send(make_message(99), timeout=20)
+        server.fail("end-of-data", 554, "5.7.1 content rejected", times=1)
+        report = mailer.send_many([make_message(n) for n in range(12)], timeout=20)
+    assert overlapped("data", server, writes)
+    [(index, error)] = report.failed
+    assert index == 0 and isinstance(error, syncsmtp.MessageRefused) and not error.maybe_delivered
+    assert subjects(server) == ["message 99"] + [f"message {n}" for n in range(1, 12)]
+    assert server.connections == 1
+    for n in range(1, 12):
+        result = report.results[n]
+        assert isinstance(result, syncsmtp.SendResult) and result.accepted == (f"rcpt{n}@example.com",)
 
 
 def test_connection_lost_with_several_in_flight_over_data(smtp_server_factory: ServerFactory) -> None:

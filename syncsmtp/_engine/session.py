@@ -210,8 +210,8 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         tx = Transaction(envelope, progress, done, quit_after, started,
                          0 if first else self.conversation.mark())
         self._inflight.append(tx)
-        # Behind a message whose outcome is unknown, RSET first: if that one
-        # fails, its transaction may still be open at the server.
+        # Behind a message whose outcome is unknown (see Transactions.start for
+        # when that means RSET first).
         self._queue.start(tx, follows=len(self._inflight) > 1)
 
     def content_written(self) -> None:

@@ -96,7 +96,8 @@ class Transactions(CommandQueue):
               follows: bool = False) -> None:
         """Send ``tx``. With ``auth`` (PIPELINING only: the AUTH command with its
         initial response, and what judges its reply), AUTH goes first in the
-        same write; the content leaves only once AUTH has succeeded."""
+        same write; the content leaves only once AUTH has succeeded.
+        ``follows``: a message ahead of it on this connection has no outcome yet."""
         caps, envelope = self._session.capabilities, tx.envelope
         tx.stage("mail")
         error = self.refusal(envelope)
@@ -119,7 +120,11 @@ class Transactions(CommandQueue):
         mail = b"MAIL FROM:<" + envelope.sender.encode(encoding) + b">" + params
         rcpts = [b"RCPT TO:<" + r.encode(encoding) + b">" + (dsn.rcpt_parameters(r) if dsn else b"")
                  for r in envelope.recipients]
-        rset = [b"RSET"] if self.needs_rset or follows else []
+        # Behind a message sent by BDAT whose outcome is unknown, RSET first: RFC
+        # 3030 does not say what a refused BDAT leaves open (RFC 1830 before it
+        # called that state indeterminate). The end of DATA ends the transaction
+        # whatever the reply (RFC 5321 4.1.1.4).
+        rset = [b"RSET"] if self.needs_rset or (follows and self._chunking) else []
         self.needs_rset = False
         if b"PIPELINING" not in caps:
             assert auth is None
