@@ -190,10 +190,14 @@ class SessionPool:
 
     def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
         self._judge(outcome)
+        # Whether a waiting message may now go: only this session changed (a
+        # lost one is forgotten, and dispatched for, when it closes).
+        room = False
         if session.idle or session.closed.called:
             self._busy.discard(session)
         elif session.can_take:
             self._remember_room(session)  # a finished message made room
+            room = True
         request.session = request.outcome = None
         # Park the session first: the outcome's callbacks may queue the next message.
         if session.idle:
@@ -201,16 +205,19 @@ class SessionPool:
                 session.quit()
             else:
                 self._park(session)
+                room = True
         if self._worth_retrying(outcome, session, request):
             request.retried = True
             request.progress.stage = "connect"
             self._waiting.appendleft(request)
+            room = True
         elif not request.done.called:
             if isinstance(outcome, Failure):
                 request.done.errback(outcome)
             else:
                 request.done.callback(outcome)
-        self._dispatch()
+        if room:
+            self._dispatch()
 
     def _judge(self, outcome: Any) -> None:
         self.gate.saw(float(self.reactor.seconds()), outcome.value if isinstance(outcome, Failure) else None)
