@@ -77,19 +77,20 @@ class Transactions(CommandQueue):
     def refusal(self, envelope: Envelope) -> SMTPError | None:
         """Why this server cannot take the message, known before anything is sent."""
         session = self._session
-        caps, where = session.capabilities, session.policy.address
+        caps, policy = session.capabilities, session.policy
+        # policy.address is formatted only for an error: this runs for every message.
         if envelope.international and b"SMTPUTF8" not in caps:
-            return failures.smtputf8_missing(where)
+            return failures.smtputf8_missing(policy.address)
         if envelope.require_tls:
-            if session.tls is None or not session.policy.verify:
-                return failures.requiretls_without_tls(where, session.tls is not None)
+            if session.tls is None or not policy.verify:
+                return failures.requiretls_without_tls(policy.address, session.tls is not None)
             if b"REQUIRETLS" not in caps:
-                return failures.requiretls_missing(where)
+                return failures.requiretls_missing(policy.address)
         if envelope.dsn is not None and envelope.dsn.required and b"DSN" not in caps:
-            return failures.dsn_missing(where)
+            return failures.dsn_missing(policy.address)
         limit = size_limit(caps)
         if limit is not None and limit < envelope.size:
-            return failures.too_big(where, envelope.size, limit)
+            return failures.too_big(policy.address, envelope.size, limit)
         return None
 
     def start(self, tx: Transaction, auth: tuple[bytes, Callable[[int, bytes], bool]] | None = None,
@@ -247,16 +248,16 @@ class Transactions(CommandQueue):
             self._over(tx, error)
 
     def _on_data(self, tx: Transaction, code: int, text: bytes) -> None:
-        where = self._session.policy.address
+        policy = self._session.policy
         if code != 354:
-            self._over(tx, failures.data_refused(where, "DATA", Reply.parse(code, text)))
-        elif self._session.authenticated_with is None and self._session.policy.auth_required:
+            self._over(tx, failures.data_refused(policy.address, "DATA", Reply.parse(code, text)))
+        elif self._session.authenticated_with is None and policy.auth_required:
             # AUTH went in the same write and did not succeed: the data must not follow.
-            self._fatal(tx, failures.auth_not_confirmed(where))
+            self._fatal(tx, failures.auth_not_confirmed(policy.address))
         elif self._session.more_to_read():
             # Sent before the server could see any data; read after the dot it
             # would pass for the message's answer.
-            self._fatal(tx, failures.early_reply(where, "354"))
+            self._fatal(tx, failures.early_reply(policy.address, "354"))
         else:
             self._write_content(tx)
 
