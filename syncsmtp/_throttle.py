@@ -130,12 +130,11 @@ class Gate:
         """The first of ``waiting`` (each with its own ``bucket`` or None) that
         may start now; else None, and how long until one may."""
         if self.bucket is None and now >= self.paused_until:
-            # No rate and no pause (most Mailers): the first that has no
-            # batch rate of its own may go; asked before every message.
-            for item in waiting:
-                if item.bucket is None:
-                    return item, 0.0
-                break
+            # No rate and no pause (most Mailers): the first may go when it has
+            # no batch rate of its own; asked before every message.
+            first = next(iter(waiting), None)
+            if first is not None and first.bucket is None:
+                return first, 0.0
         wait = float("inf")
         for item in waiting:
             delay = self.delay(now, item.bucket)
