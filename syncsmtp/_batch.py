@@ -19,17 +19,18 @@ throttling reply, once the Mailer's pause is over.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from ._engine import Progress
 from ._engine.base import MAX_IN_FLIGHT
 from ._pool import SessionPool
+from ._request import Request
 from ._throttle import TokenBucket, is_throttling
 from .errors import SMTPError
 from .message import Envelope
@@ -71,7 +72,7 @@ class Batch:
         self._backoff = backoff
         self._backoff_cap = backoff_cap
         self._report = report
-        self._in_flight: dict[int, defer.Deferred[SendResult]] = {}
+        self._in_flight: dict[int, Request] = {}
         self._delayed: dict[int, Any] = {}
         self._cancelled = False
         self._filling = False
@@ -109,11 +110,12 @@ class Batch:
         self._delayed.pop(index, None)
         if self._cancelled:
             return
-        sending = self._pool.send(envelope, self._timeout, Progress(), self._bucket)
-        self._in_flight[index] = sending
-        sending.addBoth(self._finished, index, envelope, attempt)
+        request = self._pool.submit(envelope, self._timeout, Progress(),
+                                    functools.partial(self._finished, index, envelope, attempt), self._bucket)
+        if not request.finished:  # (a closed Mailer fails it at once)
+            self._in_flight[index] = request
 
-    def _finished(self, outcome: Any, index: int, envelope: Envelope, attempt: int) -> None:
+    def _finished(self, index: int, envelope: Envelope, attempt: int, outcome: SendResult | Failure) -> None:
         self._in_flight.pop(index, None)
         if isinstance(outcome, Failure):
             error = outcome.value
@@ -148,5 +150,6 @@ class Batch:
             if call.active():
                 call.cancel()
         self._delayed.clear()
-        for sending in list(self._in_flight.values()):
-            sending.cancel()
+        in_flight, self._in_flight = self._in_flight, {}
+        for request in in_flight.values():
+            self._pool.cancel(request)

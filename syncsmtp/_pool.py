@@ -25,6 +25,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
+from ._request import Report, Request, SessionOutcome
 from ._throttle import Gate, TokenBucket, held_too_long
 from .errors import ConnectionLostError, SMTPError
 from .message import Envelope
@@ -35,19 +36,6 @@ __all__ = ["SessionPool"]
 
 # Stages at which nothing of the message has reached the server yet.
 _BEFORE_DATA = frozenset({"mail", "rcpt", "data"})
-
-
-@dataclass(eq=False)
-class _Request:
-    envelope: Envelope
-    progress: Progress
-    done: defer.Deferred[SendResult]
-    timeout: float
-    timer: Any = None
-    session: SMTPClientProtocol | None = None
-    outcome: defer.Deferred[SendResult] | None = None  # the session's Deferred for it
-    retried: bool = False
-    bucket: TokenBucket | None = None  # its batch's own rate
 
 
 @dataclass(eq=False)
@@ -67,7 +55,7 @@ class SessionPool:
     # reactor's calls a message in send_many over 8 connections.
     _roomy: list[SMTPClientProtocol] = field(default_factory=list)
     _connecting: int = 0
-    _waiting: deque[_Request] = field(default_factory=deque)
+    _waiting: deque[Request] = field(default_factory=deque)
     # When each idle session was parked, and the one timer that quits those
     # idle for idle_timeout (a timer per park and a cancel per reuse cost a
     # reused send more than this does).
@@ -108,25 +96,26 @@ class SessionPool:
 
     def send(self, envelope: Envelope, timeout: float, progress: Progress,
              bucket: TokenBucket | None = None) -> defer.Deferred[SendResult]:
+        """Queue one message (see :meth:`submit`); the Deferred fires with its
+        outcome (cancel it to abandon the message)."""
+        done: defer.Deferred[SendResult] = defer.Deferred(lambda _: self.cancel(request))
+        request = self.submit(envelope, timeout, progress, done.callback, bucket)
+        return done
+
+    def submit(self, envelope: Envelope, timeout: float, progress: Progress, report: Report,
+               bucket: TokenBucket | None = None) -> Request:
         """Queue one message (taking a token of ``bucket`` too when it starts);
-        the Deferred fires with its outcome (cancel to abandon it)."""
-        request = _Request(envelope, progress, defer.Deferred(lambda _: self._cancel(request)), timeout,
-                           bucket=bucket)
+        ``report`` gets its outcome, a SendResult or a Failure, unless the
+        request is cancelled first (:meth:`cancel`)."""
+        request = Request(envelope, progress, timeout, report, bucket)
         if self._closing:
-            request.done.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
-            return request.done
+            request.finish(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
+            return request
         request.timer = self.reactor.callLater(timeout, self._deadline, request)
-        request.done.addBoth(self._stop_timer, request)
         progress.stage = "connect"
         self._waiting.append(request)
         self._dispatch()
-        return request.done
-
-    @staticmethod
-    def _stop_timer(outcome: Any, request: _Request) -> Any:
-        if request.timer is not None and request.timer.active():
-            request.timer.cancel()
-        return outcome
+        return request
 
     def _dispatch(self) -> None:
         while self._waiting:
@@ -180,15 +169,14 @@ class SessionPool:
         if session not in self._roomy:
             self._roomy.append(session)
 
-    def _start(self, session: SMTPClientProtocol, request: _Request) -> None:
+    def _start(self, session: SMTPClientProtocol, request: Request) -> None:
         self._busy.add(session)
         request.session = session
-        outcome: defer.Deferred[SendResult] = defer.Deferred()
-        request.outcome = outcome
-        outcome.addBoth(self._transaction_done, session, request)
-        session.transact(request.envelope, request.progress, outcome, quit_after=False)
+        request.outcome = SessionOutcome(self._transaction_done, session, request)
+        session.transact(request.envelope, request.progress, request.outcome, quit_after=False)
 
-    def _transaction_done(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> None:
+    def _transaction_done(self, outcome: SendResult | Failure, session: SMTPClientProtocol,
+                          request: Request) -> None:
         self._judge(outcome)
         # Whether a waiting message may now go: only this session changed (a
         # lost one is forgotten, and dispatched for, when it closes).
@@ -211,20 +199,17 @@ class SessionPool:
             request.progress.stage = "connect"
             self._waiting.appendleft(request)
             room = True
-        elif not request.done.called:
-            if isinstance(outcome, Failure):
-                request.done.errback(outcome)
-            else:
-                request.done.callback(outcome)
+        else:
+            request.finish(outcome)
         if room:
             self._dispatch()
 
     def _judge(self, outcome: Any) -> None:
         self.gate.saw(float(self.reactor.seconds()), outcome.value if isinstance(outcome, Failure) else None)
 
-    def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: _Request) -> bool:
+    def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: Request) -> bool:
         """A reused connection that died before any of the message's data went out."""
-        if not isinstance(outcome, Failure) or request.retried or request.done.called:
+        if not isinstance(outcome, Failure) or request.retried or request.finished:
             return False
         error = outcome.value
         return (
@@ -302,8 +287,8 @@ class SessionPool:
     def _fail_oldest(self, reason: Failure) -> None:
         while self._waiting:
             request = self._waiting.popleft()
-            if not request.done.called:
-                request.done.errback(reason)
+            if not request.finished:
+                request.finish(reason)
                 return
 
     def _park(self, session: SMTPClientProtocol) -> None:
@@ -338,9 +323,9 @@ class SessionPool:
 
     # -- deadlines, cancellation, closing --------------------------------------------------------
 
-    def _deadline(self, request: _Request) -> None:
+    def _deadline(self, request: Request) -> None:
         request.timer = None
-        if request.done.called:
+        if request.finished:
             return
         if request.session is not None:
             request.session.abort_for_deadline(request.outcome)
@@ -352,9 +337,11 @@ class SessionPool:
             error = held_too_long(self.policy, request.timeout, self.gate.remaining_pause(now) > 0)
         else:
             error = connect_timeout(self.policy, request.timeout)
-        request.done.errback(Failure(error))
+        request.finish(Failure(error))
 
-    def _cancel(self, request: _Request) -> None:
+    def cancel(self, request: Request) -> None:
+        """Abandon ``request``: its outcome is not reported."""
+        request.abandon()
         if request in self._waiting:
             self._waiting.remove(request)
         if request.session is not None and request.session.transport is not None:
@@ -371,10 +358,9 @@ class SessionPool:
                                        host=self.policy.host, stage="connect")))
         while self._waiting:
             request = self._waiting.popleft()
-            if not request.done.called:
-                error = SMTPError("the Mailer was closed before this message was sent",
-                                  host=self.policy.host, stage="connect")
-                request.done.errback(Failure(error))
+            error = SMTPError("the Mailer was closed before this message was sent",
+                              host=self.policy.host, stage="connect")
+            request.finish(Failure(error))
         # Sessions still connecting are QUIT when they become ready (see _ready).
         closing = [session.closed for session in self._sessions if session.ready.called]
         for session in list(self._idle):

@@ -22,7 +22,7 @@ from .capabilities import Capabilities
 from .idle import IdleWatch, bytes_acknowledged, idle_expired
 from .io import SessionIO
 from .progress import Progress
-from .transactions import Transaction, Transactions
+from .transactions import Outcome, Transaction, Transactions
 from .transcript import Transcript
 
 __all__ = ["ANY_CODE", "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "QUIT_GRACE_SECONDS", "SessionBase",
@@ -86,7 +86,7 @@ class SessionBase(SessionIO):
         self.on_room: Callable[[], None] = do_nothing
         # A message to send as soon as set-up allows (a one-shot send): its
         # MAIL and RCPT may then go with AUTH.
-        self.first: tuple[Envelope, Progress, defer.Deferred[SendResult], bool] | None = None
+        self.first: tuple[Envelope, Progress, Outcome, bool] | None = None
         self._quit_timer: Any = None
         # False once the connection is being dropped: Twisted's line reader
         # would go on with the lines left in its buffer.
@@ -211,7 +211,7 @@ class SessionBase(SessionIO):
                               else self.conversation.lines())
 
     @staticmethod
-    def _fire(target: defer.Deferred[Any], outcome: Any) -> bool:
+    def _fire(target: Outcome | defer.Deferred[Any], outcome: Any) -> bool:
         if target.called:
             return False
         if isinstance(outcome, SMTPError):
@@ -311,8 +311,8 @@ class SessionBase(SessionIO):
         self._fail(idle_expired(self.policy.address, self._idle_watch.limit, progress.stage,
                                 progress.maybe_delivered), fatal=True, culprit=tx)
 
-    def abort_for_deadline(self, done: defer.Deferred[Any] | None = None) -> None:
-        """The deadline of set-up, or of the message whose Deferred is ``done``,
+    def abort_for_deadline(self, done: Outcome | None = None) -> None:
+        """The deadline of set-up, or of the message whose outcome goes to ``done``,
         passed: report where it stood and drop the connection."""
         tx = next((tx for tx in self._inflight if tx.done is done), None)
         progress = tx.progress if tx is not None else self._where

@@ -18,7 +18,7 @@ Where set-up departs from Twisted's stock client, and why:
 from __future__ import annotations
 
 from OpenSSL import SSL
-from twisted.internet import defer, protocol
+from twisted.internet import protocol
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.mail import smtp
 from twisted.python.failure import Failure
@@ -27,14 +27,14 @@ from zope.interface import implementer
 from .. import _twisted
 from ..errors import CertificateError, SMTPError
 from ..message import Envelope
-from ..result import Reply, SendResult
+from ..result import Reply
 from . import failures
 from .auth_steps import AuthSteps
 from .base import do_nothing
 from .capabilities import parse_ehlo
 from .progress import Progress
 from .tls_steps import TLSSteps
-from .transactions import Transaction, Transactions
+from .transactions import Outcome, Transaction, Transactions
 
 __all__ = ["SMTPClientProtocol"]
 
@@ -195,7 +195,7 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         """The conversation so far (credentials redacted)."""
         return self.conversation.lines()
 
-    def transact(self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult],
+    def transact(self, envelope: Envelope, progress: Progress, done: Outcome,
                  quit_after: bool) -> None:
         """Send one message on this session (idle, or busy but with room:
         :attr:`can_take`); ``done`` gets the outcome. With ``quit_after``, the

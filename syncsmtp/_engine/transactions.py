@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from .. import _replies
 from .._wire import CHUNK_SIZE, iter_bdat, iter_encoded
@@ -28,7 +29,17 @@ from .producer import DataProducer
 from .progress import Progress
 from .queue import CommandQueue, Handler
 
-__all__ = ["Transaction", "Transactions"]
+__all__ = ["Outcome", "Transaction", "Transactions"]
+
+
+class Outcome(Protocol):
+    """Where a message's outcome goes, once: a Deferred (a one-shot send's),
+    or an object as small with the same three names (a pool's)."""
+
+    @property
+    def called(self) -> bool: ...
+    def callback(self, result: SendResult) -> None: ...
+    def errback(self, fail: Failure) -> None: ...
 
 
 class Transaction:
@@ -48,7 +59,7 @@ class Transaction:
         "transcript_from",
     )
 
-    def __init__(self, envelope: Envelope, progress: Progress, done: defer.Deferred[SendResult],
+    def __init__(self, envelope: Envelope, progress: Progress, done: Outcome,
                  quit_after: bool, started: float, transcript_from: int = 0) -> None:
         self.envelope = envelope
         self.progress = progress
