@@ -24,6 +24,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from ._deadlines import Deadlines
 from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
 from ._request import Report, Request, SessionOutcome
 from ._throttle import Gate, TokenBucket, held_too_long
@@ -69,6 +70,10 @@ class SessionPool:
     _wake: Any = None  # a dispatch when the gate opens again
     # Set once a session here was set up with PIPELINING (see ``pipelines``).
     _pipelining_seen: bool = False
+    _deadlines: Deadlines = field(init=False)  # the requests' deadlines
+
+    def __post_init__(self) -> None:
+        self._deadlines = Deadlines(self.reactor, self._deadline)
 
     def open(self, timeout: float) -> defer.Deferred[None]:
         """Fire once a session is set up (connecting one now when none is), or
@@ -111,7 +116,7 @@ class SessionPool:
         if self._closing:
             request.finish(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
             return request
-        request.timer = self.reactor.callLater(timeout, self._deadline, request)
+        self._deadlines.add(request, timeout)
         progress.stage = "connect"
         self._waiting.append(request)
         self._dispatch()
@@ -324,7 +329,6 @@ class SessionPool:
     # -- deadlines, cancellation, closing --------------------------------------------------------
 
     def _deadline(self, request: Request) -> None:
-        request.timer = None
         if request.finished:
             return
         if request.session is not None:

@@ -9,7 +9,7 @@ them more than everything else the request does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._throttle import TokenBucket
 from .message import Envelope
@@ -18,6 +18,7 @@ from .result import SendResult
 if TYPE_CHECKING:
     from twisted.python.failure import Failure
 
+    from ._deadlines import Deadlines
     from ._engine import Progress, SMTPClientProtocol
 
 __all__ = ["Report", "Request", "SessionOutcome"]
@@ -29,8 +30,8 @@ Report = Callable[["SendResult | Failure"], object]
 class Request:
     """One message waiting for, or on, a session of the pool."""
 
-    __slots__ = ("_report", "bucket", "envelope", "finished", "outcome", "progress", "retried",
-                 "session", "timeout", "timer")
+    __slots__ = ("_report", "bucket", "deadlines", "envelope", "finished", "outcome", "progress", "retried",
+                 "session", "timeout")
 
     def __init__(self, envelope: Envelope, progress: Progress, timeout: float, report: Report,
                  bucket: TokenBucket | None = None) -> None:
@@ -39,7 +40,7 @@ class Request:
         self.timeout = timeout
         self._report = report
         self.bucket = bucket  # its batch's own rate
-        self.timer: Any = None  # the deadline's DelayedCall
+        self.deadlines: Deadlines | None = None  # what watches its deadline
         self.session: SMTPClientProtocol | None = None
         self.outcome: SessionOutcome | None = None  # where that session puts its outcome
         self.retried = False
@@ -53,11 +54,13 @@ class Request:
             self._report(outcome)
 
     def abandon(self) -> None:
-        """Report nothing from now on (the caller gave up); stop the deadline's timer."""
+        """Report nothing from now on (the caller gave up); its deadline is no longer watched."""
+        if self.finished:
+            return
         self.finished = True
-        timer, self.timer = self.timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self.deadlines is not None:
+            self.deadlines.finished()
+            self.deadlines = None
 
 
 class SessionOutcome:

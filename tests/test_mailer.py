@@ -148,6 +148,97 @@ def test_waiting_for_a_busy_connection_counts_against_the_deadline(smtp_server: 
     assert errors and isinstance(errors[0], syncsmtp.SendTimeout) and errors[0].stage == "rcpt"
 
 
+def test_deadlines_expire_in_their_order_and_leave_no_timer_behind(smtp_server: SMTPTestServer) -> None:
+    """Messages queued behind a stalled one, with shorter deadlines given
+    later: each fails at its own deadline; once every message is over, the
+    pool leaves no timer in the reactor."""
+    from twisted.internet import reactor
+
+    from syncsmtp import _reactor
+
+    smtp_server.stall("rcpt")
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
+        failed_at: dict[str, tuple[float, str]] = {}
+        started = time.monotonic()
+
+        def send(subject: str, timeout: float) -> None:
+            try:
+                mailer.send(make_message(subject), timeout=timeout)
+            except syncsmtp.SendTimeout as error:
+                failed_at[subject] = (time.monotonic() - started, error.stage)
+
+        threads = [threading.Thread(target=send, args=(subject, timeout))
+                   for subject, timeout in (("stalled", 4.0), ("queued-long", 3.0), ("queued-short", 1.0))]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.2)
+        for thread in threads:
+            thread.join(15)
+        assert set(failed_at) == {"stalled", "queued-long", "queued-short"}
+        assert failed_at["stalled"][1] == "rcpt"
+        assert failed_at["queued-long"][1] == failed_at["queued-short"][1] == "connect"
+        assert failed_at["queued-short"][0] < failed_at["queued-long"][0] < failed_at["stalled"][0]
+        assert _reactor.run(lambda _: _deadline_timers(reactor, mailer), timeout=10) == []
+
+
+def test_delivered_messages_leave_no_deadline_timer(smtp_server: SMTPTestServer) -> None:
+    from twisted.internet import reactor
+
+    from syncsmtp import _reactor
+
+    with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
+        mailer.send(make_message("one"), timeout=10)
+        report = mailer.send_many([make_message(f"many {n}") for n in range(20)], timeout=10)
+        assert report.sent == 20
+        assert _reactor.run(lambda _: _deadline_timers(reactor, mailer), timeout=10) == []
+        assert mailer._pool is not None and mailer._pool._deadlines._heap == []
+
+
+def _deadline_timers(reactor: Any, mailer: syncsmtp.Mailer) -> list[Any]:
+    """The reactor's timers set by the Mailer's deadline watch (run in the reactor thread)."""
+    pool = mailer._pool
+    assert pool is not None
+    return [call for call in reactor.getDelayedCalls()
+            if getattr(call.func, "__self__", None) is pool._deadlines]
+
+
+def test_deadlines_of_finished_messages_are_let_go() -> None:
+    """The deadline heap is rebuilt without finished requests once they
+    outnumber the live ones, so a long batch does not keep every message it
+    sent until its deadline; a request that finished is never expired."""
+    from twisted.internet.task import Clock
+
+    from syncsmtp._deadlines import Deadlines
+    from syncsmtp._engine import Progress
+    from syncsmtp._request import Request
+    from syncsmtp.message import prepare_message
+
+    clock = Clock()
+    expired: list[Request] = []
+    deadlines = Deadlines(clock, expired.append)
+    envelope = prepare_message(make_message())
+    requests = [Request(envelope, Progress(), 60.0, lambda outcome: None) for _ in range(1000)]
+    most_kept = 0
+    for number, request in enumerate(requests):
+        deadlines.add(request, 60.0)
+        clock.advance(0.01)
+        if number >= 3:  # three stay live, the rest finish as they go
+            requests[number - 3].finish(object())  # type: ignore[arg-type]
+        most_kept = max(most_kept, len(deadlines._heap))
+    assert most_kept <= 2 * 64 + 4
+    clock.advance(60.0)
+    assert expired == requests[-3:]
+    for request in requests[-3:]:
+        request.finish(object())  # type: ignore[arg-type]
+    assert deadlines._heap == [] and clock.getDelayedCalls() == []
+    # The last live request finishing takes the timer away with it.
+    last = Request(envelope, Progress(), 60.0, lambda outcome: None)
+    deadlines.add(last, 60.0)
+    assert len(clock.getDelayedCalls()) == 1
+    last.finish(object())  # type: ignore[arg-type]
+    assert deadlines._heap == [] and clock.getDelayedCalls() == []
+
+
 def test_closed_mailer_refuses(smtp_server: SMTPTestServer) -> None:
     mailer = syncsmtp.Mailer(smtp_server.policy())
     mailer.close()
