@@ -40,12 +40,13 @@ class Reply:
         enhanced status code that agrees with the reply's class."""
         if isinstance(text, bytes):
             text = text.decode("utf-8", "replace")
-        lines = text.split("\n")
-        enhanced: str | None = None
-        match = _ENHANCED_STATUS.match(lines[0])
-        if match and match.group(1) == str(code)[:1]:
-            enhanced = ".".join(match.groups())
-            lines = [_ENHANCED_STATUS.sub("", line, count=1) for line in lines]
+        match = _ENHANCED_STATUS.match(text)
+        if not match or match.group(1) != str(code)[:1]:
+            return cls(code, None, text)
+        enhanced = ".".join(match.groups())
+        if "\n" not in text:  # one line, as most replies are
+            return cls(code, enhanced, text[match.end():])
+        lines = [_ENHANCED_STATUS.sub("", line, count=1) for line in text.split("\n")]
         return cls(code, enhanced, "\n".join(lines))
 
     @property

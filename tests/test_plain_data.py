@@ -289,6 +289,10 @@ def test_reply_parses_enhanced_codes() -> None:
     reply = syncsmtp.Reply.parse(550, b"5.1.1 No such user\n5.1.1 really")
     assert (reply.code, reply.enhanced, reply.text) == (550, "5.1.1", "No such user\nreally")
     assert syncsmtp.Reply.parse(250, "2.0.0").text == ""
+    one_line = syncsmtp.Reply.parse(250, b"2.0.0  Ok: queued as 4XyZ")
+    assert (one_line.enhanced, one_line.text) == ("2.0.0", "Ok: queued as 4XyZ")
+    uneven = syncsmtp.Reply.parse(250, "2.0.0\nsecond line 2.0.0")
+    assert (uneven.enhanced, uneven.text) == ("2.0.0", "\nsecond line 2.0.0")
     mismatched = syncsmtp.Reply.parse(250, "5.0.0 odd")
     assert mismatched.enhanced is None
     assert syncsmtp.Reply.parse(421, "busy").transient
