@@ -7,7 +7,10 @@ Here the deadlines wait in a heap of their own, ordered by time, and one
 timer is set for the earliest. A request that finishes is not taken out at
 once: it is passed over when its turn comes, and the heap is rebuilt when
 such requests outnumber the live ones, so it stays about as small as the
-number of requests under way.
+number of requests under way. The timer is left set when the last live
+request finishes (one message after another would otherwise set and cancel
+it for each); it finds nothing to do when it fires, and is cancelled once
+the pool is closed and nothing is under way.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class Deadlines:
         self._stale = 0
         self._timer: Any = None
         self._timer_at = float("inf")
+        self._closed = False
 
     def add(self, request: Request, timeout: float) -> None:
         """Watch ``request``: expired ``timeout`` seconds from now."""
@@ -52,13 +56,19 @@ class Deadlines:
         """One of the requests finished (see ``Request.abandon``)."""
         self._live -= 1
         self._stale += 1
-        if not self._live:
+        if not self._live and self._closed:
             self._clear()
         elif self._stale > max(_MIN_STALE, self._live):
             # In place: _time_up may be walking this heap.
             self._heap[:] = [entry for entry in self._heap if not entry[2].finished]
             heapq.heapify(self._heap)
             self._stale = 0
+
+    def close(self) -> None:
+        """The pool is closing: no timer is left once nothing is under way."""
+        self._closed = True
+        if not self._live:
+            self._clear()
 
     def _set_timer(self, at: float) -> None:
         if self._timer is not None and self._timer.active():

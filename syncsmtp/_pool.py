@@ -365,6 +365,7 @@ class SessionPool:
             error = SMTPError("the Mailer was closed before this message was sent",
                               host=self.policy.host, stage="connect")
             request.finish(Failure(error))
+        self._deadlines.close()
         # Sessions still connecting are QUIT when they become ready (see _ready).
         closing = [session.closed for session in self._sessions if session.ready.called]
         for session in list(self._idle):

@@ -150,7 +150,7 @@ def test_waiting_for_a_busy_connection_counts_against_the_deadline(smtp_server: 
 
 def test_deadlines_expire_in_their_order_and_leave_no_timer_behind(smtp_server: SMTPTestServer) -> None:
     """Messages queued behind a stalled one, with shorter deadlines given
-    later: each fails at its own deadline; once every message is over, the
+    later: each fails at its own deadline; once the Mailer is closed, its
     pool leaves no timer in the reactor."""
     from twisted.internet import reactor
 
@@ -178,7 +178,8 @@ def test_deadlines_expire_in_their_order_and_leave_no_timer_behind(smtp_server: 
         assert failed_at["stalled"][1] == "rcpt"
         assert failed_at["queued-long"][1] == failed_at["queued-short"][1] == "connect"
         assert failed_at["queued-short"][0] < failed_at["queued-long"][0] < failed_at["stalled"][0]
-        assert _reactor.run(lambda _: _deadline_timers(reactor, mailer), timeout=10) == []
+        pool = mailer._pool
+    assert _reactor.run(lambda _: _deadline_timers(reactor, pool), timeout=10) == []
 
 
 def test_delivered_messages_leave_no_deadline_timer(smtp_server: SMTPTestServer) -> None:
@@ -190,14 +191,16 @@ def test_delivered_messages_leave_no_deadline_timer(smtp_server: SMTPTestServer)
         mailer.send(make_message("one"), timeout=10)
         report = mailer.send_many([make_message(f"many {n}") for n in range(20)], timeout=10)
         assert report.sent == 20
-        assert _reactor.run(lambda _: _deadline_timers(reactor, mailer), timeout=10) == []
-        assert mailer._pool is not None and mailer._pool._deadlines._heap == []
+        pool = mailer._pool
+        assert pool is not None
+        # Left set between messages (one timer for all), and gone with the Mailer.
+        assert len(_reactor.run(lambda _: _deadline_timers(reactor, pool), timeout=10)) == 1
+    assert _reactor.run(lambda _: _deadline_timers(reactor, pool), timeout=10) == []
+    assert pool._deadlines._heap == []
 
 
-def _deadline_timers(reactor: Any, mailer: syncsmtp.Mailer) -> list[Any]:
-    """The reactor's timers set by the Mailer's deadline watch (run in the reactor thread)."""
-    pool = mailer._pool
-    assert pool is not None
+def _deadline_timers(reactor: Any, pool: Any) -> list[Any]:
+    """The reactor's timers set by a Mailer's deadline watch (run in the reactor thread)."""
     return [call for call in reactor.getDelayedCalls()
             if getattr(call.func, "__self__", None) is pool._deadlines]
 
@@ -231,12 +234,21 @@ def test_deadlines_of_finished_messages_are_let_go() -> None:
     for request in requests[-3:]:
         request.finish(object())  # type: ignore[arg-type]
     assert deadlines._heap == [] and clock.getDelayedCalls() == []
-    # The last live request finishing takes the timer away with it.
+    # Messages one after another share one timer, left set between them.
+    for _ in range(10):
+        request = Request(envelope, Progress(), 60.0, lambda outcome: None)
+        deadlines.add(request, 60.0)
+        clock.advance(0.5)
+        request.finish(object())  # type: ignore[arg-type]
+    assert len(clock.getDelayedCalls()) == 1
+    # Once closed, the last live request finishing takes the timer away.
     last = Request(envelope, Progress(), 60.0, lambda outcome: None)
     deadlines.add(last, 60.0)
+    deadlines.close()
     assert len(clock.getDelayedCalls()) == 1
     last.finish(object())  # type: ignore[arg-type]
     assert deadlines._heap == [] and clock.getDelayedCalls() == []
+    assert expired == requests[-3:]
 
 
 def test_closed_mailer_refuses(smtp_server: SMTPTestServer) -> None:
