@@ -2,8 +2,7 @@
 
 A Twisted timer (``callLater``, then ``cancel``) per message cost
 ``send_many`` about 4% of its instructions a message (callgrind, 2,000
-messages over 8 connections), most of it in Twisted's own heap of timers.
-Here the deadlines wait in a heap of their own, ordered by time, and one
+messages over 8 connections). Here the deadlines wait in a heap of their own, ordered by time, and one
 timer is set for the earliest. A request that finishes is not taken out at
 once: it is passed over when its turn comes, and the heap is rebuilt when
 such requests outnumber the live ones, so it stays about as small as the
