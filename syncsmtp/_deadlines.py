@@ -2,14 +2,15 @@
 
 A Twisted timer (``callLater``, then ``cancel``) per message cost
 ``send_many`` about 4% of its instructions a message (callgrind, 2,000
-messages over 8 connections). Here the deadlines wait in a heap of their own, ordered by time, and one
-timer is set for the earliest. A request that finishes is not taken out at
-once: it is passed over when its turn comes, and the heap is rebuilt when
-such requests outnumber the live ones, so it stays about as small as the
-number of requests under way. The timer is left set when the last live
-request finishes (one message after another would otherwise set and cancel
-it for each); it finds nothing to do when it fires, and is cancelled once
-the pool is closed and nothing is under way.
+messages over 8 connections). Here the deadlines wait in a heap of their
+own, ordered by time, and one timer is set for the earliest. A request that
+finishes is not taken out at once (its entry lets go of it, and of the
+message it held): the entry is passed over when its turn comes, and the
+heap is rebuilt when such entries outnumber the live ones, so it stays
+about as small as the number of requests under way. The timer is left set
+when the last live request finishes (one message after another would
+otherwise set and cancel it for each); it finds nothing to do when it
+fires, and is cancelled once the pool is closed and nothing is under way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Deadlines:
     def __init__(self, reactor: Any, expire: Callable[[Request], None]) -> None:
         self._reactor = reactor
         self._expire = expire
-        self._heap: list[tuple[float, int, Request]] = []
+        # (deadline, order, [request]): the list is emptied to None when the
+        # request finishes, so that a passed-over entry holds nothing.
+        self._heap: list[tuple[float, int, list[Request | None]]] = []
         self._order = itertools.count()  # ties in time go first come, first served
         self._live = 0
         self._stale = 0
@@ -45,21 +48,24 @@ class Deadlines:
     def add(self, request: Request, timeout: float) -> None:
         """Watch ``request``: expired ``timeout`` seconds from now."""
         at = float(self._reactor.seconds()) + timeout
-        heapq.heappush(self._heap, (at, next(self._order), request))
+        entry: list[Request | None] = [request]
+        heapq.heappush(self._heap, (at, next(self._order), entry))
+        request.deadline = entry
         request.deadlines = self
         self._live += 1
         if at < self._timer_at:
             self._set_timer(at)
 
-    def finished(self) -> None:
-        """One of the requests finished (see ``Request.abandon``)."""
+    def finished(self, entry: list[Request | None]) -> None:
+        """The request of ``entry`` finished (see ``Request.abandon``)."""
+        entry[0] = None
         self._live -= 1
         self._stale += 1
         if not self._live and self._closed:
             self._clear()
         elif self._stale > max(_MIN_STALE, self._live):
             # In place: _time_up may be walking this heap.
-            self._heap[:] = [entry for entry in self._heap if not entry[2].finished]
+            self._heap[:] = [kept for kept in self._heap if kept[2][0] is not None]
             heapq.heapify(self._heap)
             self._stale = 0
 
@@ -88,12 +94,12 @@ class Deadlines:
         self._timer, self._timer_at = None, float("inf")
         heap, now = self._heap, float(self._reactor.seconds())
         while heap and heap[0][0] <= now:
-            request = heapq.heappop(heap)[2]
-            if request.finished:
+            request = heapq.heappop(heap)[2][0]
+            if request is None:
                 self._stale -= 1
             else:
                 self._expire(request)  # it finishes the request (see SessionPool._deadline)
-        while heap and heap[0][2].finished:
+        while heap and heap[0][2][0] is None:
             heapq.heappop(heap)
             self._stale -= 1
         if heap:

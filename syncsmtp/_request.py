@@ -31,8 +31,8 @@ Report = Callable[["SendResult | Failure"], object]
 class Request:
     """One message waiting for, or on, a session of the pool."""
 
-    __slots__ = ("_report", "bucket", "deadlines", "envelope", "finished", "outcome", "progress", "retried",
-                 "session", "timeout")
+    __slots__ = ("_report", "bucket", "deadline", "deadlines", "envelope", "finished", "outcome", "progress",
+                 "retried", "session", "timeout")
 
     def __init__(self, envelope: Envelope, progress: Progress, timeout: float, report: Report,
                  bucket: TokenBucket | None = None) -> None:
@@ -42,6 +42,7 @@ class Request:
         self._report = report
         self.bucket = bucket  # its batch's own rate
         self.deadlines: Deadlines | None = None  # what watches its deadline
+        self.deadline: list[Request | None] | None = None  # its entry there
         self.session: SMTPClientProtocol | None = None
         self.outcome: SessionOutcome | None = None  # where that session puts its outcome
         self.retried = False
@@ -59,9 +60,9 @@ class Request:
         if self.finished:
             return
         self.finished = True
-        if self.deadlines is not None:
-            self.deadlines.finished()
-            self.deadlines = None
+        if self.deadlines is not None and self.deadline is not None:
+            self.deadlines.finished(self.deadline)
+        self.deadlines = self.deadline = None
 
 
 class SessionOutcome:

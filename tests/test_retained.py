@@ -58,3 +58,23 @@ def test_preparing_a_message_gives_it_no_instance_dict() -> None:
     assert not has_own_dict()
     prepare_message(message)
     assert not has_own_dict()
+
+
+def test_a_mailer_keeps_no_message_that_has_its_outcome(smtp_server: SMTPTestServer) -> None:
+    """Sent messages are let go as soon as their outcome is known, while the
+    Mailer stays open (its deadline watch keeps finished requests for a
+    while, but not what they were sending)."""
+    from syncsmtp.message import Envelope
+
+    def envelopes() -> int:
+        gc.collect()
+        return sum(1 for item in gc.get_objects() if isinstance(item, Envelope))
+
+    with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
+        before = envelopes()
+        for number in range(10):
+            mailer.send(MESSAGE + b"%d\r\n" % number, timeout=10, sender="a@example.com",
+                        recipients=["b@example.com"])
+        report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
+        assert report.sent == 20
+        assert envelopes() == before
