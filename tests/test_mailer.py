@@ -544,6 +544,29 @@ def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
     assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
 
 
+def test_ctrl_c_stops_mailer_send(smtp_server: SMTPTestServer) -> None:
+    """Ctrl-C abandons the message in the reactor thread too: its connection
+    is dropped mid-transaction and the Mailer goes on with a new one."""
+    import signal
+
+    smtp_server.stall("rcpt")
+    main = threading.get_ident()
+    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                mailer.send(make_message("interrupted"), timeout=30)
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 5
+        smtp_server.clear_faults()
+        assert mailer.send(make_message("after"), timeout=10).reply.code == 250
+    assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
+    assert smtp_server.connections == 2
+
+
 def test_send_many_with_every_message_failing_at_once() -> None:
     """A thousand failures (nothing listens) must not recurse per message."""
     import socket
