@@ -148,6 +148,15 @@ class _ExtraAfter354:
         return getattr(self._connection, name)
 
 
+def test_a_reply_that_is_not_utf8_is_shown_with_replacement_characters() -> None:
+    """Each line of the transcript decodes by itself: a broken sequence at a
+    line's end takes nothing from the next line."""
+    script = Script(after_data=b"250-queued \xff\xe2\x82\r\n250 r\xc3\xa9ussi \xe2\x82\r\n")
+    with scripted(script) as port:
+        result = syncsmtp.send(message(), policy(port), timeout=10)
+    assert result.transcript[-2:] == ("S: 250-queued \ufffd\ufffd", "S: 250 r\u00e9ussi \ufffd")
+
+
 def test_no_answer_to_the_data_means_maybe_delivered() -> None:
     script = Script(after_data=b"")  # then silence until the deadline
     started = time.monotonic()

@@ -63,8 +63,13 @@ class Transcript:
         """The lines from position ``since``; for an ``owner``, only the
         session's own lines (owned by nobody) and that owner's."""
         start = max(since - self._base, 0)
-        lines, owners = self._lines[start:], self._owners[start:]
+        lines = self._lines[start:]
         if owner is not None:
-            lines = [line for line, belongs_to in zip(lines, owners, strict=True)
+            lines = [line for line, belongs_to in zip(lines, self._owners[start:], strict=True)
                      if belongs_to is None or belongs_to is owner]
-        return tuple([line.decode("utf-8", "replace") for line in lines])
+        if not lines:
+            return ()
+        # Decoded at once rather than line by line: no line holds a CRLF (the
+        # server's are split at them, the client's commands refuse them), and
+        # a broken UTF-8 sequence decodes the same before a CR as at the end.
+        return tuple(b"\r\n".join(lines).decode("utf-8", "replace").split("\r\n"))
