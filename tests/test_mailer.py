@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.message
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -524,21 +526,27 @@ def test_a_connection_stalled_in_set_up_does_not_take_a_place_for_ever(smtp_serv
         assert mailer.send(make_message("after"), timeout=10).reply.code == 250
 
 
-def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
-    import signal
-
-    smtp_server.stall("rcpt")
+@contextlib.contextmanager
+def interrupted_after(seconds: float) -> Iterator[None]:
+    """Ctrl-C (SIGINT to this thread) after ``seconds``: the block must end
+    with KeyboardInterrupt, within 5 seconds."""
     main = threading.get_ident()
-    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer = threading.Timer(seconds, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started < 5
+
+
+def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
+    smtp_server.stall("rcpt")
     with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
-        timer.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                mailer.send_many([make_message(f"m{i}") for i in range(10)], timeout=30)
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 5
+        with interrupted_after(0.5):
+            mailer.send_many([make_message(f"m{i}") for i in range(10)], timeout=30)
         smtp_server.clear_faults()
         assert mailer.send(make_message("after"), timeout=10).reply.code == 250
     assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
@@ -547,20 +555,10 @@ def test_ctrl_c_stops_send_many(smtp_server: SMTPTestServer) -> None:
 def test_ctrl_c_stops_mailer_send(smtp_server: SMTPTestServer) -> None:
     """Ctrl-C abandons the message in the reactor thread too: its connection
     is dropped mid-transaction and the Mailer goes on with a new one."""
-    import signal
-
     smtp_server.stall("rcpt")
-    main = threading.get_ident()
-    timer = threading.Timer(0.5, lambda: signal.pthread_kill(main, signal.SIGINT))
     with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
-        timer.start()
-        started = time.monotonic()
-        try:
-            with pytest.raises(KeyboardInterrupt):
-                mailer.send(make_message("interrupted"), timeout=30)
-        finally:
-            timer.cancel()
-        assert time.monotonic() - started < 5
+        with interrupted_after(0.5):
+            mailer.send(make_message("interrupted"), timeout=30)
         smtp_server.clear_faults()
         assert mailer.send(make_message("after"), timeout=10).reply.code == 250
     assert [m.message["Subject"] for m in smtp_server.outbox] == ["after"]
