@@ -98,6 +98,10 @@ class Deadlines:
             if request is None:
                 self._stale -= 1
             else:
+                # Out of the heap now: not watched, and not to be counted as a
+                # finished entry still in it when the request finishes.
+                request.deadline = request.deadlines = None
+                self._live -= 1
                 self._expire(request)  # it finishes the request (see SessionPool._deadline)
         while heap and heap[0][2][0] is None:
             heapq.heappop(heap)

@@ -236,6 +236,7 @@ def test_deadlines_of_finished_messages_are_let_go() -> None:
     for request in requests[-3:]:
         request.finish(object())  # type: ignore[arg-type]
     assert deadlines._heap == [] and clock.getDelayedCalls() == []
+    assert deadlines._stale == 0  # expired entries left the heap: none is counted as in it
     # Messages one after another share one timer, left set between them.
     for _ in range(10):
         request = Request(envelope, Progress(), 60.0, lambda outcome: None)
@@ -251,6 +252,17 @@ def test_deadlines_of_finished_messages_are_let_go() -> None:
     last.finish(object())  # type: ignore[arg-type]
     assert deadlines._heap == [] and clock.getDelayedCalls() == []
     assert expired == requests[-3:]
+    # The last live request expiring leaves no timer, though a finished
+    # request's later deadline was still in the heap.
+    late = Request(envelope, Progress(), 1.0, lambda outcome: None)
+    deadlines.add(late, 1.0)
+    done = Request(envelope, Progress(), 60.0, lambda outcome: None)
+    deadlines.add(done, 60.0)
+    done.finish(object())  # type: ignore[arg-type]
+    clock.advance(2.0)
+    assert expired[-1] is late
+    assert deadlines._heap == [] and clock.getDelayedCalls() == []
+    assert deadlines._stale == 0
 
 
 def test_closed_mailer_refuses(smtp_server: SMTPTestServer) -> None:
