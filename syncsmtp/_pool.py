@@ -1,12 +1,15 @@
 """Reused sessions to one server (reactor side: every method runs in the reactor thread).
 
 A pool keeps up to ``size`` sessions set up (EHLO, TLS, AUTH done) and hands
-each message to an idle one, opening another while there are fewer than
-``size``. A session the server closed, or that idled past ``idle_timeout``, is
-dropped; a message is only ever handed to a session that is idle at that
-moment. If the connection is lost before any of the message's data was sent
-(the server closed an idle connection as the message arrived), the message is
-tried once more on another session; once DATA began, never.
+each message to an idle one, or, with PIPELINING, behind the messages of a
+busy one that has room (see ``can_take``). While there are fewer than
+``size`` sessions it opens another when no session can take the message
+now, and one at a time when only a busy one can: messages sent at once then
+spread over the connections asked for instead of queueing on one. A session
+the server closed, or that idled past ``idle_timeout``, is dropped. If the
+connection is lost before any of the message's data was sent (the server
+closed an idle connection as the message arrived), the message is tried
+once more on another session; once DATA began, never.
 
 A message starts only when the pool's :class:`~syncsmtp._throttle.Gate` lets
 it (the Mailer's rate, its own batch's rate, a pause after a throttling
@@ -26,6 +29,7 @@ from twisted.python.failure import Failure
 
 from ._deadlines import Deadlines
 from ._engine import Progress, SMTPClientProtocol, connect_timeout, open_session
+from ._pool_sessions import PoolSessions
 from ._request import Report, Request, SessionOutcome
 from ._throttle import Gate, TokenBucket, held_too_long
 from .errors import ConnectionLostError, SMTPError
@@ -37,6 +41,23 @@ __all__ = ["SessionPool"]
 
 # Stages at which nothing of the message has reached the server yet.
 _BEFORE_DATA = frozenset({"mail", "rcpt", "data"})
+#: Seconds without new connections after one could not be set up while
+#: another session was: the server may limit how many connections a client
+#: has, and the sessions it has carry the messages meanwhile.
+GROWTH_PAUSE = 60.0
+
+
+def _worth_retrying(outcome: Any, session: SMTPClientProtocol, request: Request) -> bool:
+    """A reused connection that died before any of the message's data went out."""
+    if not isinstance(outcome, Failure) or request.retried or request.finished:
+        return False
+    error = outcome.value
+    return (
+        isinstance(error, ConnectionLostError)
+        and not error.maybe_delivered
+        and error.stage in _BEFORE_DATA
+        and session.transactions > 1
+    )
 
 
 @dataclass(eq=False)
@@ -48,22 +69,10 @@ class SessionPool:
     size: int
     idle_timeout: float
     gate: Gate = field(default_factory=lambda: Gate(None, 1.0, 60.0))
-    _idle: list[SMTPClientProtocol] = field(default_factory=list)
-    _busy: set[SMTPClientProtocol] = field(default_factory=set)
-    # Busy sessions that said they had room for another message (PIPELINING),
-    # most recent last; one may have filled up since, and is checked when
-    # taken. Scanning every busy session instead cost a quarter of the
-    # reactor's calls a message in send_many over 8 connections.
-    _roomy: list[SMTPClientProtocol] = field(default_factory=list)
-    _connecting: int = 0
+    _sessions: PoolSessions = field(init=False)
     _waiting: deque[Request] = field(default_factory=deque)
-    # When each idle session was parked, and the one timer that quits those
-    # idle for idle_timeout (a timer per park and a cancel per reuse cost a
-    # reused send more than this does).
-    _idle_since: dict[SMTPClientProtocol, float] = field(default_factory=dict)
-    _reaper: Any = None
-    _sessions: set[SMTPClientProtocol] = field(default_factory=set)
     _expired: set[SMTPClientProtocol] = field(default_factory=set)
+    _no_growth_until: float = float("-inf")  # see GROWTH_PAUSE
     # open() calls waiting for a session to be set up.
     _openers: list[defer.Deferred[None]] = field(default_factory=list)
     _closing: bool = False
@@ -74,6 +83,7 @@ class SessionPool:
 
     def __post_init__(self) -> None:
         self._deadlines = Deadlines(self.reactor, self._deadline)
+        self._sessions = PoolSessions(self.reactor, self.idle_timeout)
 
     def open(self, timeout: float) -> defer.Deferred[None]:
         """Fire once a session is set up (connecting one now when none is), or
@@ -81,11 +91,11 @@ class SessionPool:
         opened: defer.Deferred[None] = defer.Deferred()
         if self._closing:
             opened.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
-        elif any(session.ready.called and not session.closed.called for session in self._sessions):
+        elif any(session.ready.called and not session.closed.called for session in self._sessions.all):
             opened.callback(None)
         else:
             self._openers.append(opened)
-            if not self._connecting:
+            if not self._sessions.connecting:
                 self._connect(timeout)
         return opened
 
@@ -130,11 +140,14 @@ class SessionPool:
             if request is None:
                 self._wake_in(wait)
                 return
-            session = self._take_idle() or self._take_with_room()
+            session = self._sessions.take_idle()
             if session is None:
-                if len(self._sessions) + self._connecting < self.size:
+                session = self._sessions.take_with_room()
+                # Behind a busy session's messages, one connection more at a time.
+                if self._may_grow(now) and (session is None or not self._sessions.connecting):
                     self._connect()
-                return
+                if session is None:
+                    return
             self._waiting.remove(request)
             self.gate.take(now, request.bucket)
             self._start(session, request)
@@ -147,35 +160,17 @@ class SessionPool:
             self._wake.cancel()
         self._wake = self.reactor.callLater(delay, self._dispatch)
 
-    def _take_idle(self) -> SMTPClientProtocol | None:
-        while self._idle:
-            session = self._idle.pop()  # most recently used: least likely to have timed out
-            self._idle_since.pop(session, None)
-            if session.idle:
-                return session
-        return None
-
-    def _take_with_room(self) -> SMTPClientProtocol | None:
-        """A busy session that can take the next message behind its current ones (PIPELINING)."""
-        roomy = self._roomy
-        while roomy:
-            session = roomy[-1]
-            if session.can_take and session in self._busy:
-                return session  # kept: it may have room for more after this one
-            roomy.pop()
-        return None
+    def _may_grow(self, now: float) -> bool:
+        sessions = self._sessions
+        return sessions.size < self.size and (not sessions.up or now >= self._no_growth_until)
 
     def _has_room(self, session: SMTPClientProtocol) -> None:
         """``session`` (busy) may take another message: remember it and hand one over."""
-        self._remember_room(session)
+        self._sessions.remember_room(session)
         self._dispatch()
 
-    def _remember_room(self, session: SMTPClientProtocol) -> None:
-        if session not in self._roomy:
-            self._roomy.append(session)
-
     def _start(self, session: SMTPClientProtocol, request: Request) -> None:
-        self._busy.add(session)
+        self._sessions.busy.add(session)
         request.session = session
         request.outcome = SessionOutcome(self._transaction_done, session, request)
         session.transact(request.envelope, request.progress, request.outcome, quit_after=False)
@@ -187,9 +182,9 @@ class SessionPool:
         # lost one is forgotten, and dispatched for, when it closes).
         room = False
         if session.idle or session.closed.called:
-            self._busy.discard(session)
+            self._sessions.busy.discard(session)
         elif session.can_take:
-            self._remember_room(session)  # a finished message made room
+            self._sessions.remember_room(session)  # a finished message made room
             room = True
         request.session = request.outcome = None
         # Park the session first: the outcome's callbacks may queue the next message.
@@ -197,9 +192,9 @@ class SessionPool:
             if self._closing:
                 session.quit()
             else:
-                self._park(session)
+                self._sessions.park(session)
                 room = True
-        if self._worth_retrying(outcome, session, request):
+        if _worth_retrying(outcome, session, request):
             request.retried = True
             request.progress.stage = "connect"
             self._waiting.appendleft(request)
@@ -212,31 +207,20 @@ class SessionPool:
     def _judge(self, outcome: Any) -> None:
         self.gate.saw(float(self.reactor.seconds()), outcome.value if isinstance(outcome, Failure) else None)
 
-    def _worth_retrying(self, outcome: Any, session: SMTPClientProtocol, request: Request) -> bool:
-        """A reused connection that died before any of the message's data went out."""
-        if not isinstance(outcome, Failure) or request.retried or request.finished:
-            return False
-        error = outcome.value
-        return (
-            isinstance(error, ConnectionLostError)
-            and not error.maybe_delivered
-            and error.stage in _BEFORE_DATA
-            and session.transactions > 1
-        )
-
     # -- sessions -------------------------------------------------------------------------
 
     def _connect(self, timeout: float | None = None) -> None:
         timeout = timeout or self._connect_timeout()
-        self._connecting += 1
+        self._sessions.connecting += 1
         try:
             session, _ = open_session(self.reactor, self.policy, Progress(), timeout)
         except SMTPError as error:
-            self._connecting -= 1
+            self._sessions.connecting -= 1
             self._opened(Failure(error))
-            self._fail_oldest(Failure(error))
+            if not self._pause_growth():
+                self._fail_oldest(Failure(error))
             return
-        self._sessions.add(session)
+        self._sessions.all.add(session)
         # A session stuck in set-up (no greeting, a stalled handshake) must not
         # hold a place in the pool for ever.
         setup_timer = self.reactor.callLater(timeout, self._setup_expired, session)
@@ -265,29 +249,37 @@ class SessionPool:
                 session.ready.errback(Failure(SMTPError("connecting took too long", stage="connect")))
 
     def _ready(self, _: None, session: SMTPClientProtocol) -> None:
-        self._connecting -= 1
+        self._sessions.connecting -= 1
         if b"PIPELINING" in session.capabilities:
             self._pipelining_seen = True
         session.on_room = functools.partial(self._has_room, session)
         if self._closing:
             session.quit()
             return
-        self._park(session)
+        self._sessions.park(session)
         self._opened(None)
         self._dispatch()
 
     def _setup_failed(self, reason: Failure, session: SMTPClientProtocol) -> None:
-        self._connecting -= 1
+        self._sessions.connecting -= 1
         self._judge(reason)
-        self._sessions.discard(session)
+        self._sessions.all.discard(session)
         self._opened(reason)
-        if session in self._expired:
+        if self._pause_growth() or session in self._expired:
             self._expired.discard(session)
         else:
             # The server's refusal goes to the waiting message that asked for
             # this connection; the others get connections of their own.
             self._fail_oldest(reason)
         self._dispatch()
+
+    def _pause_growth(self) -> bool:
+        """After a connection could not be set up: when another session is up,
+        open none for GROWTH_PAUSE (the messages wait for that one) and True."""
+        if not self._sessions.up:
+            return False
+        self._no_growth_until = float(self.reactor.seconds()) + GROWTH_PAUSE
+        return True
 
     def _fail_oldest(self, reason: Failure) -> None:
         while self._waiting:
@@ -296,33 +288,8 @@ class SessionPool:
                 request.finish(reason)
                 return
 
-    def _park(self, session: SMTPClientProtocol) -> None:
-        self._idle.append(session)
-        self._idle_since[session] = float(self.reactor.seconds())
-        if self._reaper is None or not self._reaper.active():
-            self._reaper = self.reactor.callLater(self.idle_timeout, self._expire_idle)
-
-    def _expire_idle(self) -> None:
-        """QUIT the sessions idle for ``idle_timeout``; come back for the next one."""
-        now = float(self.reactor.seconds())
-        for session, since in list(self._idle_since.items()):
-            if now - since >= self.idle_timeout:
-                del self._idle_since[session]
-                self._idle.remove(session)
-                session.quit()
-        if self._idle_since:
-            first = min(self._idle_since.values())
-            self._reaper = self.reactor.callLater(max(0.0, first + self.idle_timeout - now),
-                                                  self._expire_idle)
-
     def _forget(self, session: SMTPClientProtocol) -> None:
-        self._sessions.discard(session)
-        self._busy.discard(session)
-        if session in self._roomy:
-            self._roomy.remove(session)
-        if session in self._idle:
-            self._idle.remove(session)
-        self._idle_since.pop(session, None)
+        self._sessions.forget(session)
         if not self._closing:
             self._dispatch()  # a waiting message may now get a connection of its own
 
@@ -355,9 +322,9 @@ class SessionPool:
     def close(self) -> defer.Deferred[None]:
         """QUIT every session (busy ones after their message) and fail waiting messages."""
         self._closing = True
-        for timer in (self._wake, self._reaper):
-            if timer is not None and timer.active():
-                timer.cancel()
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        self._sessions.stop_reaper()
         self._opened(Failure(SMTPError("the Mailer was closed before a connection was set up",
                                        host=self.policy.host, stage="connect")))
         while self._waiting:
@@ -367,8 +334,8 @@ class SessionPool:
             request.finish(Failure(error))
         self._deadlines.close()
         # Sessions still connecting are QUIT when they become ready (see _ready).
-        closing = [session.closed for session in self._sessions if session.ready.called]
-        for session in list(self._idle):
+        closing = [session.closed for session in self._sessions.all if session.ready.called]
+        for session in list(self._sessions.idle):
             self._forget(session)
             session.quit()
         return defer.DeferredList(closing, consumeErrors=True).addCallback(lambda _: None)
@@ -383,7 +350,7 @@ class SessionPool:
 
     @property
     def counts(self) -> dict[str, int]:
-        """How many sessions are idle, busy and connecting (for tests and diagnostics)."""
-        return {"idle": len(self._idle), "busy": len(self._busy), "connecting": self._connecting,
-                "waiting": len(self._waiting)}
+        """How many sessions are idle, busy and connecting, and messages waiting
+        (for tests and diagnostics)."""
+        return {**self._sessions.counts, "waiting": len(self._waiting)}
 
