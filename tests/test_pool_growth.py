@@ -5,27 +5,17 @@ that refuses more connections than it has fails no message."""
 
 from __future__ import annotations
 
-import email.message
 import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from numbered import MODES, make_message
 
 import syncsmtp
 from syncsmtp.testing import SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
-MODES = {"bdat": ("PIPELINING", "CHUNKING", "8BITMIME"), "data": ("PIPELINING", "8BITMIME")}
-
-
-def make_message(n: int) -> email.message.EmailMessage:
-    message = email.message.EmailMessage()
-    message["From"] = "ann@example.com"
-    message["To"] = f"rcpt{n}@example.com"
-    message["Subject"] = f"message {n}"
-    message.set_content(f"body {n}\n")
-    return message
 
 
 def delivered_once(server: SMTPTestServer, count: int) -> bool:

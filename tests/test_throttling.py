@@ -6,7 +6,6 @@ server, which records when each MAIL FROM arrived."""
 from __future__ import annotations
 
 import bisect
-import email.message
 import math
 import threading
 import time
@@ -14,21 +13,13 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+from numbered import make_message
 
 import syncsmtp
 from syncsmtp._throttle import Gate, TokenBucket, is_throttling
 from syncsmtp.testing import SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
-
-
-def make_message(n: int) -> email.message.EmailMessage:
-    message = email.message.EmailMessage()
-    message["From"] = "ann@example.com"
-    message["To"] = f"rcpt{n}@example.com"
-    message["Subject"] = f"message {n}"
-    message.set_content(f"body {n}\n")
-    return message
 
 
 def run_concurrently(function: Callable[[int], None], count: int, seconds: float) -> None:
