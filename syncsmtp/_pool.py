@@ -162,7 +162,7 @@ class SessionPool:
 
     def _may_grow(self, now: float) -> bool:
         sessions = self._sessions
-        return sessions.size < self.size and (not sessions.up or now >= self._no_growth_until)
+        return sessions.total < self.size and (not sessions.up or now >= self._no_growth_until)
 
     def _has_room(self, session: SMTPClientProtocol) -> None:
         """``session`` (busy) may take another message: remember it and hand one over."""

@@ -37,7 +37,7 @@ class PoolSessions:
     _reaper: Any = None
 
     @property
-    def size(self) -> int:
+    def total(self) -> int:
         """Sessions set up or being set up."""
         return len(self.all)
 
