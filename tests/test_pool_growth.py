@@ -25,8 +25,8 @@ def delivered_once(server: SMTPTestServer, count: int) -> bool:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_a_warm_pool_grows_to_its_size(smtp_server_factory: ServerFactory, mode: str) -> None:
-    # The first message leaves one idle connection; the batch's others would all
-    # fit behind it (BDAT writes a message at once), yet the pool opens the rest.
+    # The first message leaves one idle connection; the batch's others could
+    # queue behind it (over BDAT, 16 at once), yet the pool opens the rest.
     server = smtp_server_factory(tls="none", extensions=MODES[mode])
     with syncsmtp.Mailer(server.policy(), connections=3) as mailer:
         mailer.send(make_message(0), timeout=10)
