@@ -91,7 +91,7 @@ class SessionPool:
         opened: defer.Deferred[None] = defer.Deferred()
         if self._closing:
             opened.errback(Failure(SMTPError("the Mailer is closed", host=self.policy.host)))
-        elif any(session.ready.called and not session.closed.called for session in self._sessions.all):
+        elif self._sessions.up:
             opened.callback(None)
         else:
             self._openers.append(opened)
