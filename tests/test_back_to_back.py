@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from numbered import MODES, make_message
+from many_messages import MODES, make_message
 
 import syncsmtp
 from syncsmtp.testing import SMTPTestServer

@@ -5,12 +5,11 @@ that refuses more connections than it has fails no message."""
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from numbered import MODES, make_message
+from many_messages import MODES, make_message, run_concurrently
 
 import syncsmtp
 from syncsmtp.testing import SMTPTestServer
@@ -42,19 +41,14 @@ def test_concurrent_sends_spread_over_the_connections(smtp_server_factory: Serve
     with syncsmtp.Mailer(server.policy(), connections=4) as mailer:
         mailer.send(make_message(0), timeout=10)
 
-        def sender(first: int) -> None:
+        def sender(thread: int) -> None:
             try:
-                for n in range(first, first + 10):
+                for n in range(1 + 10 * thread, 11 + 10 * thread):
                     mailer.send(make_message(n), timeout=10)
-            except BaseException as error:  # reported by the test below
+            except BaseException as error:  # asserted on below
                 errors.append(error)
 
-        threads = [threading.Thread(target=sender, args=(1 + 10 * t,)) for t in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in threads)
+        run_concurrently(sender, 8, seconds=60)
     assert not errors
     assert delivered_once(server, 81)
     assert server.connections == 4

@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import bisect
 import math
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
 import pytest
-from numbered import make_message
+from many_messages import make_message, run_concurrently
 
 import syncsmtp
 from syncsmtp._throttle import Gate, TokenBucket, is_throttling
 from syncsmtp.testing import SMTPTestServer
 
 ServerFactory = Callable[..., SMTPTestServer]
-
-
-def run_concurrently(function: Callable[[int], None], count: int, seconds: float) -> None:
-    """Call ``function(0)`` to ``function(count - 1)`` in threads of their own, and
-    wait for them all, each at most ``seconds``."""
-    threads = [threading.Thread(target=function, args=(n,)) for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds)
-    assert not any(thread.is_alive() for thread in threads)
 
 
 def mail_times(server: SMTPTestServer) -> list[float]:
