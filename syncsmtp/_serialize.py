@@ -65,12 +65,31 @@ def serialize(
 
     Raises what ``BytesGenerator`` raises for a message it cannot write
     (``TypeError``, ``ValueError``, ``UnicodeError``)."""
-    policy: Any = message.policy.clone(linesep=_LINESEP)
-    if utf8:
-        policy = policy.clone(utf8=True)
     out: list[Part] = []
+    policy = _wire_policy(message.policy, utf8)
     _write(message, policy, out, skip)
     return out
+
+
+# The last policy made for the wire, by the message's policy and utf8: most
+# programs send every message under one policy, and cloning it is a good part
+# of the cost of a small message. Kept for the stdlib's own policy classes
+# only, whose instances cannot be changed; a subclass is cloned each time.
+_last_wire_policy: tuple[Any, bool, Any] = (None, False, None)
+_IMMUTABLE_POLICIES = (email.policy.EmailPolicy, email.policy.Compat32)
+
+
+def _wire_policy(policy: Any, utf8: bool) -> Any:
+    global _last_wire_policy
+    given, given_utf8, made = _last_wire_policy  # one read: other threads replace it whole
+    if given is policy and given_utf8 == utf8:
+        return made
+    made = policy.clone(linesep=_LINESEP)
+    if utf8:
+        made = made.clone(utf8=True)
+    if type(policy) in _IMMUTABLE_POLICIES:
+        _last_wire_policy = (policy, utf8, made)
+    return made
 
 
 def _generate(message: email.message.Message, policy: Any, skip: frozenset[str]) -> bytes:
@@ -202,16 +221,13 @@ def _one_line(value: Any, maxlen: int) -> bytes | None:
     tree = getattr(value, "_parse_tree", None)
     if not tree or tree.token_type in _SPECIAL_TOKENS:
         return None
-    name = value.name
     text = str.__str__(value) if type(value).__bases__[0] in _VALUE_IS_TREE_TEXT else _tree_text(tree)
-    if (
-        len(name) + 2 + len(text) > maxlen
-        or not (text.isascii() and name.isascii())
-        or "\r" in name + text
-        or "\n" in name + text
-    ):
+    line = f"{value.name}: {text}"
+    # Printable ASCII has no CR or LF; a TAB or another control character
+    # takes the email package's path, which writes what it writes.
+    if len(line) > maxlen or not (line.isascii() and line.isprintable()):
         return None
-    return f"{name}: {text}{_LINESEP}".encode("ascii")
+    return (line + _LINESEP).encode("ascii")
 
 
 # What str() of a node runs, compared by identity (typed loosely for that).

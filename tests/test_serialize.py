@@ -671,6 +671,15 @@ def _() -> Message:
     return _text("Body.\n", X_Leading="   leading", X_Trailing="trailing   ", X_Tab="\ttabbed")
 
 
+@corpus("header-value-with-inner-tab-and-invisible-characters")
+def _() -> Message:
+    # Not printable, so not written by the one-line shortcut: a TAB inside a
+    # value, a zero-width space, a no-break space.
+    message = _text("Body.\n", X_Tab_Inside="a\tb", X_Invisible="zero\u200bwidth")
+    message.replace_header("Subject", "no\u00a0break")
+    return message
+
+
 @corpus("header-address-objects")
 def _() -> Message:
     message = _text("Body.\n")
@@ -1404,6 +1413,23 @@ def test_utf8_writes_non_ascii_headers_raw() -> None:
     message.replace_header("Subject", "Grüße")
     assert b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n" in normalise(serialize(message, utf8=True))
     assert b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n" in normalise(serialize(message))
+
+
+class _OwnPolicy(email.policy.EmailPolicy):
+    """A policy subclass: serialize clones it for every message."""
+
+
+@pytest.mark.parametrize("policy", [email.policy.default, email.policy.SMTP, _OwnPolicy()])
+def test_wire_policy_follows_each_message_and_utf8(policy: Any) -> None:
+    # The policy made for the wire is kept from one message to the next: it
+    # must still follow the message's own policy and the utf8 switch.
+    unicode_subject = _text("Body.\n", policy)
+    unicode_subject.replace_header("Subject", "Grüße")
+    plain = _text("Body.\n")
+    for utf8 in (False, True, False, True):
+        for message in (unicode_subject, plain):
+            expected = _NEWLINE.sub(b"\r\n", generate(message, utf8=utf8))
+            assert normalise(serialize(message, utf8=utf8)) == expected
 
 
 def test_ascii_body_is_not_copied() -> None:
