@@ -322,8 +322,8 @@ def _parts(message: email.message.Message) -> Iterator[email.message.Message]:
 def _address(address: str, role: str, *, allow_empty: bool = False) -> str:
     """The address to put between ``<`` and ``>`` for ``address``: an
     addr-spec, a local part alone, or either as ``Name <...>``."""
-    if isinstance(address, str) and _PLAIN_ADDRESS.fullmatch(address):
-        return address
+    if type(address) is str and _PLAIN_ADDRESS.fullmatch(address):
+        return address  # a str subclass (a header object) goes on to come back a plain str
     if not isinstance(address, str):
         raise MessageError(f"{role} address must be a string, not {type(address).__name__}")
     if _ADDRESS_CONTROL.search(address):

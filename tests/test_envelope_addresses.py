@@ -4,6 +4,7 @@ or cannot be read as one path is refused before any connection."""
 from __future__ import annotations
 
 import email
+import email.message
 import email.policy
 import smtplib
 from collections.abc import Callable
@@ -60,6 +61,21 @@ def test_accepted_as_smtplib_sends_them(address: str) -> None:
     assert envelope.recipients == (ACCEPTED[address],)
     assert smtplib.quoteaddr(address) == f"<{ACCEPTED[address]}>"
     assert envelope.international is not address.isascii()
+
+
+def test_header_objects_as_addresses_come_back_as_plain_strings(smtp_server_factory: ServerFactory) -> None:
+    # message["From"] is a str subclass carrying its parse tree; the envelope
+    # and the result hold plain strings, as for any other address.
+    message = email.message.EmailMessage(policy=email.policy.default)
+    message["From"] = "ann@example.com"
+    message["To"] = "bob@example.com"
+    envelope = prepare_message(DATA, sender=message["From"], recipients=[message["To"]])
+    assert (type(envelope.sender), type(envelope.recipients[0])) == (str, str)
+    server = smtp_server_factory(tls="none")
+    result = syncsmtp.send(DATA, server.policy(), sender=message["From"], recipients=[message["To"]],
+                           timeout=10)
+    assert result.accepted == ("bob@example.com",)
+    assert type(result.accepted[0]) is str
 
 
 @pytest.mark.parametrize("address", UNSAFE + MALFORMED)
