@@ -201,7 +201,7 @@ class AuthSteps(SessionBase):
         assert queue is not None
         left = queue.pending
         tx = self._inflight.popleft()
-        self.conversation.disown(tx)  # its envelope, written with AUTH, is part of set-up now
+        self.conversation.adopt(tx.transcript)  # its envelope, written with AUTH, is part of set-up now
         self.transactions -= 1
         self.first = (tx.envelope, tx.progress, tx.done, tx.quit_after)
         queue.stop()

@@ -207,8 +207,7 @@ class SessionBase(SessionIO):
             outcome.maybe_delivered = True
         outcome.host = outcome.host or self.policy.host
         outcome.stage = outcome.stage or (tx.progress.stage if tx is not None else self.stage)
-        outcome.transcript = (self.conversation.lines(tx.transcript_from, tx) if tx is not None
-                              else self.conversation.lines())
+        outcome.transcript = self.conversation.lines(tx.transcript if tx is not None else None)
 
     @staticmethod
     def _fire(target: Outcome | defer.Deferred[Any], outcome: Any) -> bool:
@@ -256,9 +255,9 @@ class SessionBase(SessionIO):
         self._settle(outcome, tx)
         if tx in self._inflight:
             self._inflight.remove(tx)
-        # Lines before the oldest message still under way are needed no more.
-        self.conversation.forget_before(
-            self._inflight[0].transcript_from if self._inflight else self.conversation.mark())
+        self.conversation.close(tx.transcript)
+        if not self._inflight:
+            self.conversation.forget()
         if tx.quit_after:
             self._quit()
         elif not self._inflight:

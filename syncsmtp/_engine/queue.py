@@ -12,7 +12,7 @@ from ..policy import Policy
 from ..result import SendResult
 from .capabilities import Capabilities
 from .producer import DataProducer
-from .transcript import Transcript
+from .transcript import Lines, Transcript
 
 if TYPE_CHECKING:
     from .transactions import Transaction
@@ -47,9 +47,9 @@ class CommandQueue:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        # Each reply awaited: what handles it, and the message it belongs to
-        # (None: the session's own).
-        self._expected: deque[tuple[Handler, object | None]] = deque()
+        # Each reply awaited: what handles it, and the transcript of the
+        # message it belongs to (None: the session's own).
+        self._expected: deque[tuple[Handler, Lines | None]] = deque()
         self._producer: DataProducer | None = None
         #: Set after a failed transaction: the next one starts with RSET.
         self.needs_rset = False
@@ -66,7 +66,7 @@ class CommandQueue:
         handler(code, text)
         return True
 
-    def _expect(self, handler: Handler, owner: object | None) -> None:
+    def _expect(self, handler: Handler, owner: Lines | None) -> None:
         """One more reply to wait for, to a command already written."""
         self._expected.append((handler, owner))
 
@@ -76,16 +76,16 @@ class CommandQueue:
         return len(self._expected)
 
     @property
-    def answering(self) -> object | None:
-        """The message the next reply belongs to (None: the session's own)."""
+    def answering(self) -> Lines | None:
+        """The transcript of the message the next reply belongs to (None: the session's own)."""
         return self._expected[0][1] if self._expected else None
 
     def _send(self, lines: list[bytes], handlers: list[Handler], secret: bytes = b"",
-              owner: object | None = None) -> None:
+              owner: Lines | None = None) -> None:
         """Write commands in one write, their replies expected in order; ``secret``
         (an AUTH command) goes first and is redacted in the transcript. The
-        commands and their replies belong to ``owner``'s transcript; AUTH's to
-        the session's."""
+        commands and their replies go to the message transcript ``owner``;
+        AUTH's to the session's."""
         conversation = self._session.conversation
         if secret:
             conversation.redacting = True
@@ -94,7 +94,7 @@ class CommandQueue:
             lines = [secret, *lines]
         for line in lines[1 if secret else 0:]:
             conversation.sent(line, owner)
-        owners: list[object | None] = [owner] * len(handlers)
+        owners: list[Lines | None] = [owner] * len(handlers)
         if secret:
             owners[0] = None  # AUTH's reply is the session's
         self._expected.extend(zip(handlers, owners, strict=True))

@@ -186,7 +186,7 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         self.first = None
         self._queue = queue
         self.transactions += 1
-        tx = Transaction(envelope, progress, done, quit_after, self._started)
+        tx = Transaction(envelope, progress, done, quit_after, self._started, self.conversation.open(True))
         self._inflight.append(tx)
         queue.start(tx, auth=(command, self._auth_reply))
         return True
@@ -207,8 +207,7 @@ class SMTPClientProtocol(AuthSteps, TLSSteps):
         first = not self.transactions
         started = self._started if first else self.now()
         self.transactions += 1
-        tx = Transaction(envelope, progress, done, quit_after, started,
-                         0 if first else self.conversation.mark())
+        tx = Transaction(envelope, progress, done, quit_after, started, self.conversation.open(first))
         self._inflight.append(tx)
         # Behind a message whose outcome is unknown (see Transactions.start for
         # when that means RSET first).

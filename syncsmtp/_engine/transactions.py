@@ -28,6 +28,7 @@ from .capabilities import size_limit
 from .producer import DataProducer
 from .progress import Progress
 from .queue import CommandQueue, Handler
+from .transcript import Lines
 
 __all__ = ["Outcome", "Transaction", "Transactions"]
 
@@ -56,18 +57,18 @@ class Transaction:
         "refused",
         "refused_after_data",
         "started",
-        "transcript_from",
+        "transcript",
     )
 
     def __init__(self, envelope: Envelope, progress: Progress, done: Outcome,
-                 quit_after: bool, started: float, transcript_from: int = 0) -> None:
+                 quit_after: bool, started: float, transcript: Lines) -> None:
         self.envelope = envelope
         self.progress = progress
         self.done = done
         self.quit_after = quit_after
         self.started = started
-        #: Where its lines start in the session's transcript.
-        self.transcript_from = transcript_from
+        #: Its lines of the session's transcript (see Transcript.open).
+        self.transcript = transcript
         self.accepted: list[str] = []
         self.refused: dict[str, Reply] = {}
         self.mail_reply: tuple[int, bytes] | None = None
@@ -142,7 +143,8 @@ class Transactions(CommandQueue):
             assert auth is None
             if rset:
                 self._send(rset, [lambda code, text: self._lock_step(tx, mail, rcpts)
-                                  if 200 <= code < 300 else self._on_rset(tx, code, text)], owner=tx)
+                                  if 200 <= code < 300 else self._on_rset(tx, code, text)],
+                           owner=tx.transcript)
             else:
                 self._lock_step(tx, mail, rcpts)
             return
@@ -162,14 +164,14 @@ class Transactions(CommandQueue):
             # BDAT may follow at once (after AUTH's 235, when AUTH is in this
             # write): the server reads the chunk whatever it thought of MAIL and
             # RCPT, and refuses it when nothing is to be delivered.
-            self._send([*rset, mail, *rcpts], handlers, secret=secret, owner=tx)
+            self._send([*rset, mail, *rcpts], handlers, secret=secret, owner=tx.transcript)
             tx.stage("rcpt")
             if auth is None:
                 self._write_content(tx)
         else:
             self._send([*rset, mail, *rcpts, b"DATA"],
                        [*handlers, lambda code, text: self._on_data_pipelined(tx, code, text)],
-                       secret=secret, owner=tx)
+                       secret=secret, owner=tx.transcript)
             tx.stage("rcpt")
 
     @property
@@ -186,7 +188,8 @@ class Transactions(CommandQueue):
     def _lock_step(self, tx: Transaction, mail: bytes, rcpts: list[bytes]) -> None:
         pending = deque(zip(tx.envelope.recipients, rcpts, strict=True))
         after_mail = functools.partial(self._first_rcpt, tx, pending)
-        self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)], owner=tx)
+        self._send([mail], [lambda code, text: self._on_mail(tx, code, text, after_mail)],
+                   owner=tx.transcript)
 
     def _first_rcpt(self, tx: Transaction, pending: deque[tuple[str, bytes]]) -> None:
         tx.stage("rcpt")
@@ -198,7 +201,7 @@ class Transactions(CommandQueue):
         if pending:
             address, line = pending.popleft()
             then = functools.partial(self._next_rcpt, tx, pending)
-            self._send([line], [self._on_rcpt_handler(tx, address, then)], owner=tx)
+            self._send([line], [self._on_rcpt_handler(tx, address, then)], owner=tx.transcript)
             return
         if not tx.accepted:
             self._over(tx, failures.recipients_refused(self._session.policy.address, tx.refused))
@@ -207,7 +210,7 @@ class Transactions(CommandQueue):
             self._write_content(tx)
             return
         tx.stage("data")
-        self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)], owner=tx)
+        self._send([b"DATA"], [lambda code, text: self._on_data(tx, code, text)], owner=tx.transcript)
 
     def _on_mail(self, tx: Transaction, code: int, text: bytes, then: Callable[[], None] | None) -> None:
         tx.mail_reply = (code, text)  # parsed only when it is a refusal
@@ -254,7 +257,7 @@ class Transactions(CommandQueue):
             self._on_data(tx, code, text)
         elif code == 354:
             # DATA was taken with nothing to deliver: end it empty (RFC 2920 section 3.1).
-            self._send([b"."], [lambda _code, _text: self._over(tx, error)], owner=tx)
+            self._send([b"."], [lambda _code, _text: self._over(tx, error)], owner=tx.transcript)
         else:
             self._over(tx, error)
 
@@ -278,7 +281,7 @@ class Transactions(CommandQueue):
         session = self._session
         tx.stage("message")
         how = b" in BDAT chunks" if self._chunking else b""
-        session.conversation.note(b"C: <%d bytes of message data%s>" % (tx.envelope.size, how), tx)
+        session.conversation.note(b"C: <%d bytes of message data%s>" % (tx.envelope.size, how), tx.transcript)
         trailer = b""
         chunks: Iterator[bytes]
         if tx.quit_after and b"PIPELINING" in session.capabilities:
@@ -288,10 +291,10 @@ class Transactions(CommandQueue):
             chunks = iter_bdat(tx.envelope.parts, trailer=trailer)
 
             def writing(last: bool) -> None:
-                self._expect(lambda code, text: self._on_chunk(tx, code, text, last), tx)
+                self._expect(lambda code, text: self._on_chunk(tx, code, text, last), tx.transcript)
         else:
             chunks = iter_encoded(tx.envelope.parts, trailer=trailer)
-            self._expect(lambda code, text: self._on_final(tx, code, text), tx)
+            self._expect(lambda code, text: self._on_final(tx, code, text), tx.transcript)
 
             def writing(last: bool) -> None:
                 pass
@@ -313,7 +316,7 @@ class Transactions(CommandQueue):
     def _content_written(self, tx: Transaction) -> None:
         self._producer = None
         if not self._chunking:
-            self._session.conversation.note(b"C: .", tx)
+            self._session.conversation.note(b"C: .", tx.transcript)
         if self.quit_sent:
             self._session.conversation.note(b"C: QUIT")
         tx.stage("end-of-data")
@@ -346,7 +349,7 @@ class Transactions(CommandQueue):
                 auth_mechanism=session.authenticated_with,
                 host=session.policy.host,
                 port=session.policy.effective_port,
-                transcript=session.conversation.lines(tx.transcript_from, tx),
+                transcript=session.conversation.lines(tx.transcript),
             )
             session.transaction_over(tx, result, fatal=False)
         elif _replies.is_refusal(code):

@@ -3,37 +3,47 @@ for, credentials redacted, message data shown by its size."""
 
 from __future__ import annotations
 
-__all__ = ["Transcript"]
+__all__ = ["Lines", "Transcript"]
 
-#: The most lines kept (a hostile server cannot grow it without bound).
+#: The most lines one transcript keeps (a hostile server cannot grow it
+#: without bound).
 TRANSCRIPT_LIMIT = 2000
+
+#: One message's own transcript (see :meth:`Transcript.open`).
+Lines = list[bytes]
 
 
 class Transcript:
-    """What was said on one session. Positions (:meth:`mark`) let each message
-    under way take the lines from its own start; lines no message needs any
-    more are dropped (:meth:`forget_before`).
+    """What was said on one session.
 
-    Each line may belong to one message (its ``owner``): with messages back
-    to back, one message's commands and replies fall between another's, and
-    a message's transcript shows only the session's own lines and its own,
-    never another message's addresses."""
+    The session's own lines (set-up, QUIT, a notice) are kept since it last
+    had no message under way. Each message under way has its own list
+    (:meth:`open`), which gets its own lines and the session's: with messages
+    back to back, one message's commands and replies fall between another's,
+    and a message's transcript shows only the session's lines and its own,
+    never another message's addresses. Kept apart rather than sorted out when
+    a message ends, which cost ``send_many`` about a tenth of its work in the
+    reactor thread a message (bytecodes counted, 16 messages in flight)."""
 
-    __slots__ = ("_base", "_lines", "_owners", "redacting")
+    __slots__ = ("_lines", "_open", "redacting")
 
     def __init__(self) -> None:
-        self._lines: list[bytes] = []
-        self._owners: list[object | None] = []
-        self._base = 0  # the position of _lines[0]
+        self._lines: Lines = []
+        self._open: list[Lines] = []
         #: True during AUTH: lines the client sends are hidden.
         self.redacting = False
 
-    def note(self, line: bytes, owner: object | None = None) -> None:
-        if len(self._lines) < TRANSCRIPT_LIMIT:
-            self._lines.append(line)
-            self._owners.append(owner)
+    def note(self, line: bytes, owner: Lines | None = None) -> None:
+        """A line of a message's (``owner``: its list) or of the session's."""
+        if owner is not None:
+            if len(owner) < TRANSCRIPT_LIMIT:
+                owner.append(line)
+            return
+        for lines in (self._lines, *self._open):
+            if len(lines) < TRANSCRIPT_LIMIT:
+                lines.append(line)
 
-    def sent(self, line: bytes, owner: object | None = None) -> None:
+    def sent(self, line: bytes, owner: Lines | None = None) -> None:
         """A command the client wrote (redacted during AUTH)."""
         if not self.redacting:
             self.note(b"C: " + line, owner)
@@ -43,30 +53,34 @@ class Transcript:
         else:
             self.note(b"C: <redacted>", owner)
 
-    def disown(self, owner: object) -> None:
-        """Make ``owner``'s lines the session's own (shown to every message)."""
-        self._owners = [None if belongs_to is owner else belongs_to for belongs_to in self._owners]
+    def open(self, from_start: bool) -> Lines:
+        """A new message's transcript: empty, or (``from_start``, the first
+        message of a session) with the session's lines so far."""
+        lines = self._lines[:] if from_start else []
+        self._open.append(lines)
+        return lines
 
-    def mark(self) -> int:
-        """The position of the next line."""
-        return self._base + len(self._lines)
+    def close(self, lines: Lines) -> None:
+        """The message of ``lines`` has its outcome: it gets no more lines."""
+        for index, open_lines in enumerate(self._open):
+            if open_lines is lines:
+                del self._open[index]
+                return
 
-    def forget_before(self, position: int) -> None:
-        """Drop the lines before ``position`` (no message under way needs them)."""
-        drop = min(max(position - self._base, 0), len(self._lines))
-        if drop:
-            del self._lines[:drop]
-            del self._owners[:drop]
-            self._base += drop
+    def forget(self) -> None:
+        """No message is under way: the session's lines so far are needed no more."""
+        self._lines = []
 
-    def lines(self, since: int = 0, owner: object | None = None) -> tuple[str, ...]:
-        """The lines from position ``since``; for an ``owner``, only the
-        session's own lines (owned by nobody) and that owner's."""
-        start = max(since - self._base, 0)
-        lines = self._lines[start:]
-        if owner is not None:
-            lines = [line for line, belongs_to in zip(lines, self._owners[start:], strict=True)
-                     if belongs_to is None or belongs_to is owner]
+    def adopt(self, lines: Lines) -> None:
+        """The session's lines become ``lines``: the transcript of its first
+        message (which holds the session's lines too), written with AUTH and
+        now part of set-up; it is closed."""
+        self.close(lines)
+        self._lines = lines[:]
+
+    def lines(self, own: Lines | None = None) -> tuple[str, ...]:
+        """A message's lines (``own``), else the session's."""
+        lines = self._lines if own is None else own
         if not lines:
             return ()
         # Decoded at once rather than line by line: no line holds a CRLF (the
