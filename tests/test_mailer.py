@@ -40,6 +40,23 @@ def test_connection_is_reused(smtp_server: SMTPTestServer) -> None:
     assert b"RSET" not in smtp_server.commands[0], "RSET only after a failed transaction"
 
 
+def test_a_reused_connection_s_transcripts_hold_each_message_s_own_lines(
+        smtp_server_factory: ServerFactory) -> None:
+    server = smtp_server_factory(tls="none")
+    with syncsmtp.Mailer(server.policy()) as mailer:
+        first, second, third = (mailer.send(make_message(f"m{i}"), timeout=10) for i in range(3))
+    assert server.connections == 1
+    assert first.transcript[0].startswith("S: 220") and any("EHLO" in line for line in first.transcript)
+    for result in (second, third):
+        assert result.transcript[0].startswith("C: MAIL FROM:"), result.transcript
+        assert result.transcript[-1].startswith("S: 250"), result.transcript
+    # Nothing of an earlier message is left over in a later one, nothing is missing.
+    def shape(transcript: tuple[str, ...]) -> list[str]:
+        return [line[:6] for line in transcript]
+    assert shape(second.transcript) == shape(third.transcript)
+    assert shape(first.transcript)[-len(third.transcript):] == shape(third.transcript)
+
+
 def test_open_connects_before_the_first_message(smtp_server: SMTPTestServer) -> None:
     with syncsmtp.Mailer(smtp_server.policy()) as mailer:
         mailer.open(timeout=10)

@@ -80,3 +80,25 @@ def test_a_mailer_keeps_no_message_that_has_its_outcome(smtp_server: SMTPTestSer
         report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
         assert report.sent == 20
         assert envelopes() == before
+
+
+def test_an_open_mailer_keeps_no_transcript_lines_of_messages_that_have_their_outcome(
+        smtp_server: SMTPTestServer) -> None:
+    """A connection lives as long as its Mailer: the lines it noted for each
+    message (and its own, from set-up) are let go once no message needs them."""
+
+    def transcripts_held() -> int:
+        gc.collect()
+        return sum(1 for item in gc.get_objects()
+                   if type(item) is list and item and type(item[0]) is bytes
+                   and item[0].startswith((b"S: ", b"C: ")))
+
+    with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
+        mailer.open(timeout=10)
+        assert transcripts_held() == 1  # set-up's, kept for the first message
+        for number in range(10):
+            mailer.send(MESSAGE + b"%d\r\n" % number, timeout=10, sender="a@example.com",
+                        recipients=["b@example.com"])
+        report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
+        assert report.sent == 20
+        assert transcripts_held() == 0
