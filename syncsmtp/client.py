@@ -93,7 +93,8 @@ def send(
     dialled, time_left = _dial_first(policy, deadline)
     try:
         result: SendResult = wait_for_outcome(
-            policy, progress, deadline, deliver, policy, envelope, time_left, progress, dialled
+            policy, progress, deadline, deliver, policy, envelope, time_left, progress, dialled,
+            hand_over=True,  # it QUITs and closes after the answer
         )
     except BaseException:
         if dialled is not None:
@@ -146,13 +147,15 @@ def check(policy: Policy, timeout: float = DEFAULT_TIMEOUT) -> CheckResult:
 
 
 def wait_for_outcome(
-    policy: Policy, progress: Progress, deadline: float, function: Callable[..., Any], *args: Any
+    policy: Policy, progress: Progress, deadline: float, function: Callable[..., Any], *args: Any,
+    hand_over: bool = False,
 ) -> Any:
     """Run ``function(reactor, *args)`` in the reactor thread and wait for the
     work it starts (a send, a connection, a probe), returning what it fires
-    with; every failure comes out as an :class:`SMTPError`."""
+    with; every failure comes out as an :class:`SMTPError`. ``hand_over``:
+    as ``_reactor.run`` takes it."""
     try:
-        result = _reactor.run(function, *args, timeout=deadline + _BACKSTOP_MARGIN)
+        result = _reactor.run(function, *args, timeout=deadline + _BACKSTOP_MARGIN, hand_over=hand_over)
     except SMTPError:
         raise
     except _reactor.WaitTimedOut:

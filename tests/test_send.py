@@ -523,6 +523,20 @@ def test_called_from_the_reactor_thread_is_a_clear_error(smtp_server: SMTPTestSe
     assert "reactor thread" in _reactor.run(inside, timeout=10)
 
 
+def test_a_send_hands_over_to_its_caller_before_its_connection_closes(
+        smtp_server: SMTPTestServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncsmtp import _reactor
+
+    yielded: list[str] = []
+    monkeypatch.setattr(_reactor, "_sched_yield", lambda: yielded.append(threading.current_thread().name))
+    syncsmtp.send(make_message(), smtp_server.policy(), timeout=10)
+    # Once, by the reactor thread, when the answer came (QUIT and closing follow).
+    assert len(yielded) == 1 and yielded[0] != threading.current_thread().name
+    with syncsmtp.Mailer(smtp_server.policy()) as mailer:
+        mailer.send(make_message(), timeout=10)
+    assert len(yielded) == 1  # a reused connection has nothing left to do after its answer
+
+
 # -- engine details ----------------------------------------------------------------------------
 
 
