@@ -254,9 +254,9 @@ def run(function: Callable[..., Any], *args: Any, timeout: float, hand_over: boo
 
     ``hand_over``: the work goes on after its result (a one-shot send QUITs
     and closes its connection), and the reactor thread lets the caller run
-    first. After 60 fresh STARTTLS sends to Postfix, the caller woke 0.11 to
-    0.16 ms after the result with it, 0.36 to 0.56 ms without (medians, two
-    runs). On a reused connection, with nothing left to do after the
+    first. In 60 fresh STARTTLS sends to Postfix the caller woke 0.11 and
+    0.16 ms after the result with it, 0.36 and 0.56 ms without (medians of
+    two runs). On a reused connection, with nothing left to do after the
     result, it gained nothing (five interleaved rounds of 2,000 sends).
     """
     check_caller()

@@ -21,9 +21,9 @@ class Transcript:
     (:meth:`open`), which gets its own lines and the session's: with messages
     back to back, one message's commands and replies fall between another's,
     and a message's transcript shows only the session's lines and its own,
-    never another message's addresses. Kept apart rather than sorted out when
-    a message ends, which cost ``send_many`` about a tenth of its work in the
-    reactor thread a message (bytecodes counted, 16 messages in flight)."""
+    never another message's addresses. Kept apart rather than sorted out of
+    one list when a message ends: ``send_many`` over 8 connections went from
+    4,276 to 4,004 bytecodes a message in the reactor thread with this."""
 
     __slots__ = ("_lines", "_open", "redacting")
 
