@@ -60,6 +60,22 @@ def test_preparing_a_message_gives_it_no_instance_dict() -> None:
     assert not has_own_dict()
 
 
+def _held(matches: Callable[[object], bool]) -> int:
+    """How many objects the cycle collector tracks that ``matches`` accepts,
+    after a full collection."""
+    gc.collect()
+    return sum(1 for item in gc.get_objects() if matches(item))
+
+
+def _send_thirty(mailer: syncsmtp.Mailer) -> None:
+    """Ten messages one by one, then twenty through ``send_many``."""
+    for number in range(10):
+        mailer.send(MESSAGE + b"%d\r\n" % number, timeout=10, sender="a@example.com",
+                    recipients=["b@example.com"])
+    report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
+    assert report.sent == 20
+
+
 def test_a_mailer_keeps_no_message_that_has_its_outcome(smtp_server: SMTPTestServer) -> None:
     """Sent messages are let go as soon as their outcome is known, while the
     Mailer stays open (its deadline watch keeps finished requests for a
@@ -67,18 +83,13 @@ def test_a_mailer_keeps_no_message_that_has_its_outcome(smtp_server: SMTPTestSer
     from syncsmtp.message import Envelope
 
     def envelopes() -> int:
-        gc.collect()
         # type(), not isinstance(): the latter asks lazy objects (Django's
         # settings, in the same test process) for their __class__.
-        return sum(1 for item in gc.get_objects() if type(item) is Envelope)
+        return _held(lambda item: type(item) is Envelope)
 
     with syncsmtp.Mailer(smtp_server.policy(), connections=2) as mailer:
         before = envelopes()
-        for number in range(10):
-            mailer.send(MESSAGE + b"%d\r\n" % number, timeout=10, sender="a@example.com",
-                        recipients=["b@example.com"])
-        report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
-        assert report.sent == 20
+        _send_thirty(mailer)
         assert envelopes() == before
 
 
@@ -87,19 +98,13 @@ def test_an_open_mailer_keeps_no_transcript_lines_of_messages_that_have_their_ou
     """A connection lives as long as its Mailer: the lines it noted for each
     message (and its own, from set-up) are let go once no message needs them."""
 
-    def transcripts_held() -> int:
-        gc.collect()
-        return sum(1 for item in gc.get_objects()
-                   if type(item) is list and item and type(item[0]) is bytes
-                   and item[0].startswith((b"S: ", b"C: ")))
+    def transcripts() -> int:
+        return _held(lambda item: type(item) is list and bool(item) and type(item[0]) is bytes
+                     and item[0].startswith((b"S: ", b"C: ")))
 
-    before = transcripts_held()  # another test's session, if one is still open
+    before = transcripts()  # another test's session, if one is still open
     with syncsmtp.Mailer(smtp_server.policy(), connections=1) as mailer:
         mailer.open(timeout=10)
-        assert transcripts_held() == before + 1  # set-up's, kept for the first message
-        for number in range(10):
-            mailer.send(MESSAGE + b"%d\r\n" % number, timeout=10, sender="a@example.com",
-                        recipients=["b@example.com"])
-        report = mailer.send_many([(MESSAGE, "a@example.com", ["b@example.com"])] * 20, timeout=10)
-        assert report.sent == 20
-        assert transcripts_held() == before
+        assert transcripts() == before + 1  # set-up's, kept for the first message
+        _send_thirty(mailer)
+        assert transcripts() == before
